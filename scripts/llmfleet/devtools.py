@@ -1,0 +1,103 @@
+"""Developer tools: generated files and the checks that keep them current.
+
+``python -m llmfleet.devtools argspecs --write`` regenerates every role's ``meta/argument_specs.yml``
+from its ``defaults/main.yml``: the defaults file (each variable with the comment above it) is the one
+source, so the spec Ansible validates against cannot drift from the values actually used.
+``--check`` exits 1 and names the stale files (``make test`` runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+HEADER = "# Generated from defaults/main.yml by `python -m llmfleet.devtools argspecs --write`; do not edit.\n"
+_YAML_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+
+
+def _comments_by_key(defaults_text: str) -> dict[str, str]:
+    """The comment block directly above each top-level key, joined into one description."""
+    out: dict[str, str] = {}
+    block: list[str] = []
+    for line in defaults_text.splitlines():
+        if line.startswith("#"):
+            block.append(line.lstrip("#").strip())
+        elif line and not line[0].isspace() and ":" in line and not line.startswith("---"):
+            out[line.split(":", 1)[0]] = " ".join(block).strip()
+            block = []
+        elif not line.strip():
+            block = []
+    return out
+
+
+def _spec_for(value: object, description: str) -> dict[str, object]:
+    spec: dict[str, object] = {"type": _YAML_TYPES[type(value)], "description": description}
+    if isinstance(value, list):
+        kinds = {type(v) for v in value}
+        spec["elements"] = _YAML_TYPES[kinds.pop()] if len(kinds) == 1 else "raw"
+        if not value:
+            spec["elements"] = "str"
+    spec["default"] = value
+    return spec
+
+
+def render_argument_specs(role: str, defaults_text: str, short_description: str) -> str:
+    values = yaml.safe_load(defaults_text) or {}
+    comments = _comments_by_key(defaults_text)
+    missing = [k for k in values if not comments.get(k)]
+    if missing:
+        raise ValueError(f"role {role}: defaults without a comment above them: {', '.join(missing)}")
+    wrong_prefix = [k for k in values if not k.startswith(f"{role}_")]
+    if wrong_prefix:
+        raise ValueError(f"role {role}: public variables must start with '{role}_': {', '.join(wrong_prefix)}")
+    options = {key: _spec_for(value, comments[key]) for key, value in values.items()}
+    doc = {"argument_specs": {"main": {"short_description": short_description, "options": options}}}
+    body = yaml.safe_dump(doc, sort_keys=False, width=110, default_flow_style=False)
+    return f"---\n{HEADER}{body}"
+
+
+def role_argument_specs(role_dir: Path) -> str:
+    meta = yaml.safe_load((role_dir / "meta" / "main.yml").read_text())
+    description = meta["galaxy_info"]["description"]
+    return render_argument_specs(role_dir.name, (role_dir / "defaults" / "main.yml").read_text(), description)
+
+
+def roles_root() -> Path:
+    return Path(__file__).resolve().parents[2] / "ansible" / "roles"
+
+
+def argspecs(write: bool, root: Path | None = None) -> list[Path]:
+    """Regenerate (write) or compare (check) every role's spec; return the files that were stale."""
+    stale = []
+    for role_dir in sorted(p for p in (root or roles_root()).iterdir() if (p / "defaults" / "main.yml").exists()):
+        target = role_dir / "meta" / "argument_specs.yml"
+        wanted = role_argument_specs(role_dir)
+        if not target.exists() or target.read_text() != wanted:
+            stale.append(target)
+            if write:
+                target.write_text(wanted)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmfleet.devtools")
+    sub = parser.add_subparsers(dest="tool", required=True)
+    p = sub.add_parser("argspecs", help="role meta/argument_specs.yml from defaults/main.yml")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true")
+    mode.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    stale = argspecs(write=args.write)
+    for path in stale:
+        print(f"{'wrote' if args.write else 'stale'}: {path}")
+    if args.check and stale:
+        print("run: .venv/bin/python -m llmfleet.devtools argspecs --write", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

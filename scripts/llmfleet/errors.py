@@ -1,0 +1,41 @@
+"""Errors the CLI maps to exit codes. Each message says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class LlmfleetError(Exception):
+    """Base class: a problem the operator can fix. The CLI prints the message, no traceback."""
+
+    exit_code = 1
+
+
+class CatalogError(LlmfleetError):
+    exit_code = 3
+
+
+class UnknownModelError(LlmfleetError):
+    exit_code = 4
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(
+            f"unknown model {name!r}. Models in the catalog: {', '.join(known)}. "
+            "Pick one of these with -e model=NAME, or add an entry to catalog/models.yml."
+        )
+
+
+class PlanError(LlmfleetError):
+    exit_code = 5
+
+
+class WeightsError(LlmfleetError):
+    exit_code = 6
+
+
+class GatewayError(LlmfleetError):
+    exit_code = 7
+
+
+class NotReadyError(LlmfleetError):
+    exit_code = 8

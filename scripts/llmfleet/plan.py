@@ -1,0 +1,251 @@
+"""Plan the vLLM instances of one model on one host: ports, CPUs, KV cache, arguments.
+
+Everything here is a pure function of its inputs (catalog entry, host facts, deployment settings, and
+the ports other models already hold), so the same input always gives the same plan, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmfleet.catalog import DTYPE_BYTES, Architecture, ModelEntry, PypiGgufSource, S3Source
+from llmfleet.errors import PlanError
+
+GIB = 1024**3
+# vLLM allocates its KV cache in blocks of this many tokens; a partial block is not usable.
+VLLM_BLOCK_SIZE = 16
+
+
+class HostFacts(BaseModel):
+    """What preflight learnt about the host."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hostname: str
+    cpus: list[int] = Field(min_length=1, description="CPU ids this host offers to vLLM")
+    memory_bytes: int = Field(gt=0)
+    gpu_count: int = Field(ge=0)
+
+
+class DeploymentSettings(BaseModel):
+    """The placement and speed knobs an inventory sets (seed 002: these are the tunable ones)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: Literal["cpu", "gpu"]
+    instances: int = Field(default=1, ge=1, le=64)
+    base_port: int = Field(default=8100, ge=1024, le=65000)
+    listen_host: str = "127.0.0.1"
+    # vLLM reads VLLM_CPU_KVCACHE_SPACE as whole GiB.
+    kv_cache_gib: int = Field(default=1, ge=1)
+    max_num_seqs: int = Field(default=16, ge=1)
+    # Share of host memory that weights + KV caches of all instances may take; the rest is for the OS,
+    # the gateway and vLLM's own Python heap (about 1.5 GiB per CPU instance, measured).
+    memory_budget_fraction: float = Field(default=0.8, gt=0, le=1)
+    serving_root: str = "/var/lib/llmfleet/serving"
+    vllm_python: str = "/opt/llmfleet/vllm-venv/bin/python"
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class KvCache(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bytes_per_token: int
+    space_bytes: int
+    tokens: int
+    max_concurrency_at_max_len: float
+
+
+class Instance(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    model: str
+    port: int
+    url: str
+    cpus: list[int]
+    kv_cache: KvCache
+    argv: list[str]
+    env: dict[str, str]
+
+
+class ModelPlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    host: str
+    profile: str
+    revision: str
+    weights_path: str
+    instances: list[Instance]
+
+
+def kv_bytes_per_token(arch: Architecture, dtype: str) -> int:
+    """Bytes of KV cache one token takes in the whole model: a K and a V vector per KV head per layer.
+
+    Uses num_key_value_heads, not num_attention_heads: with grouped-query attention the KV heads are
+    fewer, and the attention-head formula over-counts by the group size (3x for SmolLM2).
+    """
+    return 2 * arch.num_hidden_layers * arch.num_key_value_heads * arch.head_dim * DTYPE_BYTES[dtype]
+
+
+def kv_cache(arch: Architecture, dtype: str, space_gib: int, max_model_len: int) -> KvCache:
+    """The KV cache vLLM will allocate for ``space_gib``: tokens rounded down to whole blocks."""
+    per_token = kv_bytes_per_token(arch, dtype)
+    space = space_gib * GIB
+    tokens = (space // per_token) // VLLM_BLOCK_SIZE * VLLM_BLOCK_SIZE
+    return KvCache(
+        bytes_per_token=per_token,
+        space_bytes=space,
+        tokens=tokens,
+        max_concurrency_at_max_len=round(tokens / max_model_len, 2),
+    )
+
+
+def weights_bytes(arch: Architecture, dtype: str) -> int:
+    """Approximate parameter bytes of a dense decoder (embeddings tied), for the memory check only."""
+    h, layers = arch.hidden_size, arch.num_hidden_layers
+    kv_dim = arch.num_key_value_heads * arch.head_dim
+    attn = h * h * 2 + h * kv_dim * 2  # q, o and k, v projections
+    mlp = 3 * h * (h * 8 // 3)  # gate, up, down at the llama ratio
+    return (arch.vocab_size * h + layers * (attn + mlp)) * DTYPE_BYTES[dtype]
+
+
+def revision_id(entry: ModelEntry) -> str:
+    """A short, stable name for the exact bytes a source points at: it names the staged directory."""
+    src = entry.source
+    if isinstance(src, PypiGgufSource):
+        return src.gguf_sha256[:12]
+    if isinstance(src, S3Source):
+        joined = "".join(f"{name}:{digest}\n" for name, digest in sorted(src.files.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()[:12]
+    return src.revision[:12]
+
+
+def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
+    """Split CPUs into ``parts`` disjoint, contiguous, near-equal sets (the first sets get the extra)."""
+    if parts > len(cpus):
+        raise PlanError(
+            f"{parts} CPU instances need at least {parts} CPUs; this host offers {len(cpus)}. "
+            f"Lower llmfleet_instances to {len(cpus)} or fewer."
+        )
+    ordered = sorted(cpus)
+    size, extra = divmod(len(ordered), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        out.append(ordered[start:end])
+        start = end
+    return out
+
+
+def cpu_list(cpus: list[int]) -> str:
+    """Render CPU ids as the kernel's list format: [0, 1, 2, 5] -> '0-2,5'."""
+    ranges: list[str] = []
+    ordered = sorted(cpus)
+    start = prev = ordered[0]
+    for cpu in [*ordered[1:], None]:
+        if cpu is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        if cpu is not None:
+            start = prev = cpu
+    return ",".join(ranges)
+
+
+def pick_ports(count: int, base: int, taken: set[int], keep: list[int]) -> list[int]:
+    """Reuse ``keep`` (this model's ports from its last deploy) so a redeploy changes nothing;
+    otherwise take the lowest ports from ``base`` that no other model on the host holds."""
+    if len(keep) == count and not taken.intersection(keep):
+        return list(keep)
+    ports, port = [], base
+    while len(ports) < count:
+        if port not in taken:
+            ports.append(port)
+        port += 1
+    return ports
+
+
+def plan_model(
+    name: str,
+    entry: ModelEntry,
+    host: HostFacts,
+    settings: DeploymentSettings,
+    ports_taken: set[int] | None = None,
+    previous_ports: list[int] | None = None,
+) -> ModelPlan:
+    if settings.profile not in entry.profiles:
+        raise PlanError(
+            f"model {name!r} does not support the {settings.profile!r} profile "
+            f"(catalog profiles: {', '.join(entry.profiles)})"
+        )
+    if settings.profile == "gpu":
+        raise PlanError(
+            "the gpu profile is planned by the capacity planner, which this release does not have yet; "
+            "use llmfleet_profile: cpu"
+        )
+    dtype = entry.serving.dtype
+    cache = kv_cache(entry.architecture, dtype, settings.kv_cache_gib, entry.serving.max_model_len)
+    if cache.tokens < entry.serving.max_model_len:
+        raise PlanError(
+            f"a KV cache of {settings.kv_cache_gib} GiB holds {cache.tokens} tokens, fewer than one request "
+            f"of max_model_len {entry.serving.max_model_len}; raise llmfleet_kv_cache_gib to at least "
+            f"{-(-entry.serving.max_model_len * cache.bytes_per_token // GIB)}"
+        )
+    need = settings.instances * (weights_bytes(entry.architecture, dtype) + cache.space_bytes)
+    budget = int(host.memory_bytes * settings.memory_budget_fraction)
+    if need > budget:
+        raise PlanError(
+            f"{settings.instances} instance(s) of {name} need {need / GIB:.1f} GiB (weights + KV cache) but "
+            f"the budget on {host.hostname} is {budget / GIB:.1f} GiB; lower llmfleet_instances or "
+            "llmfleet_kv_cache_gib"
+        )
+    revision = revision_id(entry)
+    weights_path = f"{settings.serving_root}/{name}/{revision}"
+    ports = pick_ports(settings.instances, settings.base_port, ports_taken or set(), previous_ports or [])
+    instances = []
+    for index, (port, cpus) in enumerate(zip(ports, split_cpus(host.cpus, settings.instances), strict=True)):
+        argv = [
+            settings.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", weights_path,
+            "--served-model-name", name,
+            "--host", settings.listen_host,
+            "--port", str(port),
+            "--dtype", dtype,
+            "--max-model-len", str(entry.serving.max_model_len),
+            "--max-num-seqs", str(settings.max_num_seqs),
+            # torch.compile warm-up costs minutes on a CPU (257 s against 49 s measured).
+            "--enforce-eager",
+            # Streams carry token usage, so the gateway can count tokens without rewriting requests.
+            "--enable-force-include-usage",
+            *settings.extra_args,
+        ]  # fmt: skip
+        env = {
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_gib),
+            "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cpus),
+        }
+        instances.append(
+            Instance(
+                name=f"{name}-{index}",
+                model=name,
+                port=port,
+                url=f"http://{settings.listen_host}:{port}",
+                cpus=cpus,
+                kv_cache=cache,
+                argv=argv,
+                env=env,
+            )
+        )
+    return ModelPlan(
+        model=name,
+        host=host.hostname,
+        profile=settings.profile,
+        revision=revision,
+        weights_path=weights_path,
+        instances=instances,
+    )

@@ -1,0 +1,81 @@
+"""The readiness gate: an instance is ready only when it lists the model AND generates a token.
+
+A port that accepts connections, or even ``/health``, goes green before the model can serve
+(seed 000: probes sent traffic to half-started instances). We ask for one real token instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmfleet.errors import NotReadyError
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    reason: str
+
+
+def _get_json(url: str, timeout: float) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.load(resp)
+
+
+def _post_json(url: str, body: dict[str, object], timeout: float) -> object:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.load(resp)
+
+
+def probe_instance(base_url: str, model: str, timeout: float = 30.0) -> Probe:
+    """One check: /v1/models lists ``model`` and a one-token completion returns a token."""
+    try:
+        listed = _get_json(f"{base_url}/v1/models", timeout)
+        ids = [m.get("id") for m in listed.get("data", [])] if isinstance(listed, dict) else []
+        if model not in ids:
+            return Probe(False, f"/v1/models lists {ids}, not {model!r}")
+        done = _post_json(
+            f"{base_url}/v1/completions",
+            {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0},
+            timeout,
+        )
+        usage = done.get("usage", {}) if isinstance(done, dict) else {}
+        if not usage.get("completion_tokens"):
+            return Probe(False, f"completion returned no token: {json.dumps(done)[:300]}")
+        return Probe(True, "lists the model and generated a token")
+    except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError, OSError) as exc:
+        return Probe(False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
+
+
+def wait_ready(
+    base_url: str,
+    model: str,
+    timeout_s: float,
+    interval_s: float = 2.0,
+    log_file: Path | None = None,
+    probe: Callable[[str, str], Probe] = probe_instance,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Poll until ready; return the seconds it took. Raise NotReadyError with the log's tail otherwise."""
+    start = clock()
+    last = Probe(False, "not probed")
+    while clock() - start < timeout_s:
+        last = probe(base_url, model)
+        if last.ok:
+            return clock() - start
+        sleep(interval_s)
+    tail = ""
+    if log_file is not None and log_file.exists():
+        lines = log_file.read_text(errors="replace").splitlines()[-25:]
+        tail = f"\nlast lines of {log_file}:\n" + "\n".join(lines)
+    raise NotReadyError(f"{base_url} did not become ready for {model!r} in {timeout_s:.0f} s: {last.reason}{tail}")
