@@ -11,7 +11,7 @@ MODEL ?= $(shell $(VENV)/bin/llmfleet catalog list --json 2>/dev/null | $(VENV)/
 PLAYBOOK := $(VENV)/bin/ansible-playbook -i inventories/local/hosts.yml
 STAMP := $(VENV)/.installed
 
-.PHONY: help deploy undeploy status test lint unit e2e venv clean-venv
+.PHONY: help deploy undeploy status test lint unit e2e venv host-packages clean-venv
 
 help:
 	@echo "make deploy     deploy the default model on this machine (installs what is missing)"
@@ -27,6 +27,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the tests use directly (the gateway tests run the real HAProxy). The deploy
+# playbook installs what a deployment needs itself; this only covers `make test` on a fresh machine.
+HOST_PACKAGES := haproxy
+host-packages:
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
 deploy: $(STAMP)
 	$(PLAYBOOK) deploy-model.yml -e model=$(MODEL)
 
@@ -37,13 +47,16 @@ status: $(STAMP)
 	$(VENV)/bin/llmfleet status
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check scripts tests
+	$(VENV)/bin/ruff format --check scripts tests
 	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/python -m llmfleet.devtools argspecs --check
 	$(VENV)/bin/ansible-playbook --syntax-check -i inventories/local/hosts.yml deploy-model.yml undeploy-model.yml
 
-unit: $(STAMP)
+unit: $(STAMP) host-packages
 	$(VENV)/bin/python -m pytest -m "not e2e"
 
-e2e: $(STAMP)
+e2e: $(STAMP) host-packages
 	$(VENV)/bin/python -m pytest -m e2e
 
 test: lint unit e2e

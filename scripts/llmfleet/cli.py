@@ -161,7 +161,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmfleet", description="Plan, deploy and gate open LLMs.")
     parser.add_argument("--version", action="version", version=f"llmfleet {__version__}")
-    parser.add_argument("--catalog", type=Path, default=None, help="model catalog (default: catalog/models.yml)")
+    parser.add_argument(
+        "--catalog", type=Path, default=None, help="model catalog (default: catalog/models.yml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str, parent=sub):  # type: ignore[no-untyped-def]

@@ -14,8 +14,17 @@ from pathlib import Path
 
 import yaml
 
-HEADER = "# Generated from defaults/main.yml by `python -m llmfleet.devtools argspecs --write`; do not edit.\n"
+HEADER = (
+    "# Generated from defaults/main.yml by `python -m llmfleet.devtools argspecs --write`; do not edit.\n"
+)
 _YAML_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Indent block sequences under their key, as yamllint's default rules want."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
 
 
 def _comments_by_key(defaults_text: str) -> dict[str, str]:
@@ -52,10 +61,12 @@ def render_argument_specs(role: str, defaults_text: str, short_description: str)
         raise ValueError(f"role {role}: defaults without a comment above them: {', '.join(missing)}")
     wrong_prefix = [k for k in values if not k.startswith(f"{role}_")]
     if wrong_prefix:
-        raise ValueError(f"role {role}: public variables must start with '{role}_': {', '.join(wrong_prefix)}")
+        raise ValueError(
+            f"role {role}: public variables must start with '{role}_': {', '.join(wrong_prefix)}"
+        )
     options = {key: _spec_for(value, comments[key]) for key, value in values.items()}
     doc = {"argument_specs": {"main": {"short_description": short_description, "options": options}}}
-    body = yaml.safe_dump(doc, sort_keys=False, width=110, default_flow_style=False)
+    body = yaml.dump(doc, Dumper=_IndentedDumper, sort_keys=False, width=110, default_flow_style=False)
     return f"---\n{HEADER}{body}"
 
 
@@ -72,7 +83,9 @@ def roles_root() -> Path:
 def argspecs(write: bool, root: Path | None = None) -> list[Path]:
     """Regenerate (write) or compare (check) every role's spec; return the files that were stale."""
     stale = []
-    for role_dir in sorted(p for p in (root or roles_root()).iterdir() if (p / "defaults" / "main.yml").exists()):
+    for role_dir in sorted(
+        p for p in (root or roles_root()).iterdir() if (p / "defaults" / "main.yml").exists()
+    ):
         target = role_dir / "meta" / "argument_specs.yml"
         wanted = role_argument_specs(role_dir)
         if not target.exists() or target.read_text() != wanted:

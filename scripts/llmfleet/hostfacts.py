@@ -13,7 +13,7 @@ NVIDIA_SMI_QUERY = ["--query-gpu=index,name,memory.total,driver_version", "--for
 
 
 def parse_nvidia_smi_gpus(csv_text: str) -> list[dict[str, object]]:
-    """Parse ``nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader,nounits``."""
+    """Parse nvidia-smi --query-gpu=index,name,memory.total,driver_version CSV (noheader, nounits)."""
     gpus = []
     for line in csv_text.strip().splitlines():
         index, name, memory_mib, driver = (part.strip() for part in line.split(","))
@@ -29,7 +29,9 @@ def detect_gpus() -> list[dict[str, object]]:
     proc = subprocess.run([smi, *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
         # nvidia-smi present but failing is a broken driver, not a CPU host: say so.
-        raise RuntimeError(f"nvidia-smi failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        raise RuntimeError(
+            f"nvidia-smi failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return parse_nvidia_smi_gpus(proc.stdout)
 
 

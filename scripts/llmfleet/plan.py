@@ -130,7 +130,7 @@ def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
     if parts > len(cpus):
         raise PlanError(
             f"{parts} CPU instances need at least {parts} CPUs; this host offers {len(cpus)}. "
-            f"Lower llmfleet_instances to {len(cpus)} or fewer."
+            f"Lower deployment_plan_instances to {len(cpus)} or fewer."
         )
     ordered = sorted(cpus)
     size, extra = divmod(len(ordered), parts)
@@ -186,14 +186,14 @@ def plan_model(
     if settings.profile == "gpu":
         raise PlanError(
             "the gpu profile is planned by the capacity planner, which this release does not have yet; "
-            "use llmfleet_profile: cpu"
+            "set llmfleet_common_profile: cpu"
         )
     dtype = entry.serving.dtype
     cache = kv_cache(entry.architecture, dtype, settings.kv_cache_gib, entry.serving.max_model_len)
     if cache.tokens < entry.serving.max_model_len:
         raise PlanError(
             f"a KV cache of {settings.kv_cache_gib} GiB holds {cache.tokens} tokens, fewer than one request "
-            f"of max_model_len {entry.serving.max_model_len}; raise llmfleet_kv_cache_gib to at least "
+            f"of max_model_len {entry.serving.max_model_len}; raise deployment_plan_kv_cache_gib to at least "
             f"{-(-entry.serving.max_model_len * cache.bytes_per_token // GIB)}"
         )
     need = settings.instances * (weights_bytes(entry.architecture, dtype) + cache.space_bytes)
@@ -201,8 +201,8 @@ def plan_model(
     if need > budget:
         raise PlanError(
             f"{settings.instances} instance(s) of {name} need {need / GIB:.1f} GiB (weights + KV cache) but "
-            f"the budget on {host.hostname} is {budget / GIB:.1f} GiB; lower llmfleet_instances or "
-            "llmfleet_kv_cache_gib"
+            f"the budget on {host.hostname} is {budget / GIB:.1f} GiB; lower deployment_plan_instances or "
+            "deployment_plan_kv_cache_gib"
         )
     revision = revision_id(entry)
     weights_path = f"{settings.serving_root}/{name}/{revision}"
@@ -210,20 +210,29 @@ def plan_model(
     instances = []
     for index, (port, cpus) in enumerate(zip(ports, split_cpus(host.cpus, settings.instances), strict=True)):
         argv = [
-            settings.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", weights_path,
-            "--served-model-name", name,
-            "--host", settings.listen_host,
-            "--port", str(port),
-            "--dtype", dtype,
-            "--max-model-len", str(entry.serving.max_model_len),
-            "--max-num-seqs", str(settings.max_num_seqs),
+            settings.vllm_python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            weights_path,
+            "--served-model-name",
+            name,
+            "--host",
+            settings.listen_host,
+            "--port",
+            str(port),
+            "--dtype",
+            dtype,
+            "--max-model-len",
+            str(entry.serving.max_model_len),
+            "--max-num-seqs",
+            str(settings.max_num_seqs),
             # torch.compile warm-up costs minutes on a CPU (257 s against 49 s measured).
             "--enforce-eager",
             # Streams carry token usage, so the gateway can count tokens without rewriting requests.
             "--enable-force-include-usage",
             *settings.extra_args,
-        ]  # fmt: skip
+        ]
         env = {
             "HF_HUB_OFFLINE": "1",
             "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_gib),

@@ -78,4 +78,6 @@ def wait_ready(
     if log_file is not None and log_file.exists():
         lines = log_file.read_text(errors="replace").splitlines()[-25:]
         tail = f"\nlast lines of {log_file}:\n" + "\n".join(lines)
-    raise NotReadyError(f"{base_url} did not become ready for {model!r} in {timeout_s:.0f} s: {last.reason}{tail}")
+    raise NotReadyError(
+        f"{base_url} did not become ready for {model!r} in {timeout_s:.0f} s: {last.reason}{tail}"
+    )

@@ -49,7 +49,9 @@ def load_all(registry_dir: Path) -> list[Deployment]:
         try:
             out.append(Deployment.model_validate_json(path.read_text()))
         except ValueError as exc:
-            raise LlmfleetError(f"{path} is not a valid deployment record ({exc}); undeploy that model") from None
+            raise LlmfleetError(
+                f"{path} is not a valid deployment record ({exc}); undeploy that model"
+            ) from None
     return out
 
 

