@@ -25,7 +25,7 @@ import openai
 import pytest
 
 from llmfleet.gateway import GatewaySettings, hash_key, render_gateway
-from llmfleet.plan import Instance, KvCache, ModelPlan
+from plans import make_plan
 
 HAPROXY = Path("/usr/sbin/haproxy")
 FAKE_BACKEND = Path(__file__).parent / "backends" / "fake_openai_backend.py"
@@ -49,31 +49,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def make_plan(model: str, ports: list[int]) -> ModelPlan:
-    cache = KvCache(bytes_per_token=1, space_bytes=1, tokens=1, max_concurrency_at_max_len=1.0)
-    instances = [
-        Instance(
-            name=f"{model}-{index}",
-            model=model,
-            port=port,
-            url=f"http://127.0.0.1:{port}",
-            cpus=[index],
-            kv_cache=cache,
-            argv=[],
-            env={},
-        )
-        for index, port in enumerate(ports)
-    ]
-    return ModelPlan(
-        model=model,
-        host="test",
-        profile="cpu",
-        revision="r1",
-        weights_path=f"/w/{model}",
-        instances=instances,
-    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -28,38 +28,14 @@ from llmfleet.gateway import (
     new_key,
     render_gateway,
 )
-from llmfleet.plan import Instance, KvCache, ModelPlan
+from llmfleet.plan import ModelPlan
+from plans import make_plan
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "gateway"
 OUTPUT_FILES = ("haproxy.cfg", "keys.map", "models.map")
 # Fixed keys, so the goldens are stable; never used outside these tests.
 DEFAULT_KEY = "sk-llmfleet-golden-default-0000000000000000"
 CI_KEY = "sk-llmfleet-golden-ci-11111111111111111111111"
-
-
-def make_plan(model: str, ports: list[int], host: str = "127.0.0.1") -> ModelPlan:
-    cache = KvCache(bytes_per_token=1, space_bytes=1, tokens=1, max_concurrency_at_max_len=1.0)
-    instances = [
-        Instance(
-            name=f"{model}-{index}",
-            model=model,
-            port=port,
-            url=f"http://{host}:{port}",
-            cpus=[index],
-            kv_cache=cache,
-            argv=[],
-            env={},
-        )
-        for index, port in enumerate(ports)
-    ]
-    return ModelPlan(
-        model=model,
-        host="test",
-        profile="cpu",
-        revision="r1",
-        weights_path=f"/w/{model}",
-        instances=instances,
-    )
 
 
 CASES: dict[str, tuple[list[ModelPlan], dict[str, str]]] = {

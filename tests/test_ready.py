@@ -25,7 +25,13 @@ def test_ready_after_some_failures():
     clock = FakeClock()
     answers = iter([Probe(False, "starting"), Probe(False, "starting"), Probe(True, "ok")])
     took = wait_ready(
-        "http://x", "m", 60, interval_s=2, probe=lambda _u, _m: next(answers), clock=clock, sleep=clock.sleep
+        "http://x",
+        "m",
+        60,
+        interval_s=2,
+        probe=lambda _u, _m, _t: next(answers),
+        clock=clock,
+        sleep=clock.sleep,
     )
     assert took == 4
 
@@ -41,7 +47,7 @@ def test_not_ready_reports_the_last_reason_and_the_log_tail(tmp_path):
             10,
             interval_s=2,
             log_file=log,
-            probe=lambda _u, _m: Probe(False, "connection refused"),
+            probe=lambda _u, _m, _t: Probe(False, "connection refused"),
             clock=clock,
             sleep=clock.sleep,
         )

@@ -102,3 +102,9 @@ def test_architecture_mismatch_names_the_fields(catalog):
         check_architecture(config, arch)
     config["num_key_value_heads"] = 3
     check_architecture(config, arch)
+
+
+def test_config_without_kv_heads_means_one_kv_head_per_attention_head(catalog):
+    arch = catalog.get("all-minilm-l6-v2").architecture
+    bert = {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 384, "vocab_size": 30522}
+    check_architecture(bert, arch)

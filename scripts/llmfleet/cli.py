@@ -135,7 +135,7 @@ def cmd_gateway_render(args: argparse.Namespace) -> int:
 def cmd_ready(args: argparse.Namespace) -> int:
     from llmfleet.ready import wait_ready
 
-    took = wait_ready(args.url.rstrip("/"), args.model, args.timeout, log_file=args.log)
+    took = wait_ready(args.url.rstrip("/"), args.model, args.timeout, task=args.task, log_file=args.log)
     print(json.dumps({"ready": True, "url": args.url, "model": args.model, "seconds": round(took, 1)}))
     return EXIT_OK
 
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ready", cmd_ready, "wait until an instance lists the model and generates a token")
     p.add_argument("--url", required=True, help="instance base URL, e.g. http://127.0.0.1:8100")
     p.add_argument("--model", required=True)
+    p.add_argument("--task", choices=["chat", "embedding"], default="chat", help="what one real request asks")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--log", type=Path, default=None, help="instance log to show if it never gets ready")
 

@@ -11,7 +11,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmfleet.catalog import DTYPE_BYTES, Architecture, ModelEntry, PypiGgufSource, S3Source
+from llmfleet.catalog import (
+    DTYPE_BYTES,
+    Architecture,
+    ModelEntry,
+    PypiGgufSource,
+    PypiSnapshotSource,
+    S3Source,
+)
 from llmfleet.errors import PlanError
 
 GIB = 1024**3
@@ -64,6 +71,7 @@ class Instance(BaseModel):
 
     name: str
     model: str
+    task: Literal["chat", "embedding"]
     port: int
     url: str
     cpus: list[int]
@@ -119,6 +127,8 @@ def revision_id(entry: ModelEntry) -> str:
     src = entry.source
     if isinstance(src, PypiGgufSource):
         return src.gguf_sha256[:12]
+    if isinstance(src, PypiSnapshotSource):
+        return src.wheel_sha256[:12]
     if isinstance(src, S3Source):
         joined = "".join(f"{name}:{digest}\n" for name, digest in sorted(src.files.items()))
         return hashlib.sha256(joined.encode()).hexdigest()[:12]
@@ -231,6 +241,8 @@ def plan_model(
             "--enforce-eager",
             # Streams carry token usage, so the gateway can count tokens without rewriting requests.
             "--enable-force-include-usage",
+            # Embedding models run vLLM's pooling runner and serve /v1/embeddings.
+            *(["--runner", "pooling"] if entry.task == "embedding" else []),
             *settings.extra_args,
         ]
         env = {
@@ -242,6 +254,7 @@ def plan_model(
             Instance(
                 name=f"{name}-{index}",
                 model=name,
+                task=entry.task,
                 port=port,
                 url=f"http://{settings.listen_host}:{port}",
                 cpus=cpus,

@@ -36,13 +36,20 @@ def _post_json(url: str, body: dict[str, object], timeout: float) -> object:
         return json.load(resp)
 
 
-def probe_instance(base_url: str, model: str, timeout: float = 30.0) -> Probe:
-    """One check: /v1/models lists ``model`` and a one-token completion returns a token."""
+def probe_instance(base_url: str, model: str, task: str = "chat", timeout: float = 30.0) -> Probe:
+    """One check: /v1/models lists ``model``, and it does its job once: a one-token completion returns
+    a token (chat), or an input returns a vector (embedding)."""
     try:
         listed = _get_json(f"{base_url}/v1/models", timeout)
         ids = [m.get("id") for m in listed.get("data", [])] if isinstance(listed, dict) else []
         if model not in ids:
             return Probe(False, f"/v1/models lists {ids}, not {model!r}")
+        if task == "embedding":
+            done = _post_json(f"{base_url}/v1/embeddings", {"model": model, "input": "Hello"}, timeout)
+            data = done.get("data", []) if isinstance(done, dict) else []
+            if not data or not data[0].get("embedding"):
+                return Probe(False, f"embedding returned no vector: {json.dumps(done)[:300]}")
+            return Probe(True, f"lists the model and returned a {len(data[0]['embedding'])}-dimensional vector")
         done = _post_json(
             f"{base_url}/v1/completions",
             {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0},
@@ -60,9 +67,10 @@ def wait_ready(
     base_url: str,
     model: str,
     timeout_s: float,
+    task: str = "chat",
     interval_s: float = 2.0,
     log_file: Path | None = None,
-    probe: Callable[[str, str], Probe] = probe_instance,
+    probe: Callable[[str, str, str], Probe] = probe_instance,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> float:
@@ -70,7 +78,7 @@ def wait_ready(
     start = clock()
     last = Probe(False, "not probed")
     while clock() - start < timeout_s:
-        last = probe(base_url, model)
+        last = probe(base_url, model, task)
         if last.ok:
             return clock() - start
         sleep(interval_s)

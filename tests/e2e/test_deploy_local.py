@@ -28,6 +28,7 @@ VARS_FILE = REPO / "tests" / "e2e" / "isolated-vars.yml"
 VARS = yaml.safe_load(VARS_FILE.read_text())
 BIN = Path(sys.executable).parent
 MODEL = "smollm2-135m-instruct"
+EMBEDDING_MODEL = "all-minilm-l6-v2"
 GATEWAY = VARS["llmfleet_common_gateway_url"]
 REGISTRY = Path(VARS["llmfleet_common_state_dir"]) / "deployments"
 SUPERVISORCTL = [
@@ -91,9 +92,10 @@ def deployed():
     proc = playbook("deploy-model.yml", "-e", f"model={MODEL}")
     assert proc.returncode == 0, f"deploy failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     yield proc
-    # Leave nothing running: undeploy (if a test did not) and stop this test's supervisord.
-    if (REGISTRY / f"{MODEL}.json").exists():
-        playbook("undeploy-model.yml", "-e", f"model={MODEL}")
+    # Leave nothing running: undeploy what a test did not, and stop this test's supervisord.
+    for name in (MODEL, EMBEDDING_MODEL):
+        if (REGISTRY / f"{name}.json").exists():
+            playbook("undeploy-model.yml", "-e", f"model={name}")
     subprocess.run([*SUPERVISORCTL, "shutdown"], capture_output=True, timeout=120)
 
 
@@ -224,21 +226,46 @@ def test_unknown_model_fails_with_the_catalog_names_and_disturbs_nothing(api_key
     assert code == 200 and body["choices"][0]["message"]["content"]
 
 
-def test_undeploy_removes_instances_and_routes(api_key):
-    (instance,) = status_json()["models"][0]["instances"]
+def test_a_second_model_deploys_beside_the_first(api_key):
+    proc = playbook("deploy-model.yml", "-e", f"model={EMBEDDING_MODEL}")
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    models = {m["model"]: m for m in status_json()["models"]}
+    assert set(models) == {MODEL, EMBEDDING_MODEL}
+    urls = [inst["url"] for m in models.values() for inst in m["instances"]]
+    assert len(set(urls)) == len(urls), f"two instances share a port: {urls}"
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=120)
+    vectors = client.embeddings.create(model=EMBEDDING_MODEL, input=["a cat", "a dog"]).data
+    assert [len(v.embedding) for v in vectors] == [384, 384]
+    assert sorted(m.id for m in client.models.list()) == sorted([MODEL, EMBEDDING_MODEL])
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert reply.choices[0].message.content
+
+
+def test_undeploy_removes_one_model_and_leaves_the_other_serving(api_key):
+    (instance,) = next(m for m in status_json()["models"] if m["model"] == MODEL)["instances"]
     proc = playbook("undeploy-model.yml", "-e", f"model={MODEL}", timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert status_json()["models"] == []
+    assert [m["model"] for m in status_json()["models"]] == [EMBEDDING_MODEL]
     deadline = time.monotonic() + 60
     while pid_alive(instance["pid"]) and time.monotonic() < deadline:
         time.sleep(1)
     assert not pid_alive(instance["pid"]), "the vLLM process is still running"
-    code, body = http(
-        "POST",
-        "/v1/chat/completions",
-        {"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
-        key=api_key,
-    )
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+    code, body = http("POST", "/v1/chat/completions", chat, key=api_key)
     assert code == 404 and body["error"]["code"] == "model_not_found", "the gateway still routes the model"
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=120)
+    (vector,) = client.embeddings.create(model=EMBEDDING_MODEL, input="still here").data
+    assert len(vector.embedding) == 384
+    assert [m.id for m in client.models.list()] == [EMBEDDING_MODEL]
+
+
+def test_undeploying_the_last_model_keeps_the_gateway_answering(api_key):
+    proc = playbook("undeploy-model.yml", "-e", f"model={EMBEDDING_MODEL}", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert status_json()["models"] == []
+    code, body = http("GET", "/v1/models", key=api_key)
+    assert code == 200 and body["data"] == []
     code, _ = http("GET", "/v1/models")
     assert code == 401, "the gateway itself must keep running"
