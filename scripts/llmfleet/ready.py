@@ -49,7 +49,8 @@ def probe_instance(base_url: str, model: str, task: str = "chat", timeout: float
             data = done.get("data", []) if isinstance(done, dict) else []
             if not data or not data[0].get("embedding"):
                 return Probe(False, f"embedding returned no vector: {json.dumps(done)[:300]}")
-            return Probe(True, f"lists the model and returned a {len(data[0]['embedding'])}-dimensional vector")
+            dims = len(data[0]["embedding"])
+            return Probe(True, f"lists the model and returned a {dims}-dimensional vector")
         done = _post_json(
             f"{base_url}/v1/completions",
             {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0},
