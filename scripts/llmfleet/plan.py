@@ -71,7 +71,8 @@ class Instance(BaseModel):
 
     name: str
     model: str
-    task: Literal["chat", "embedding"]
+    # Deployment records written before embedding models existed have no task: they were all chat.
+    task: Literal["chat", "embedding"] = "chat"
     port: int
     url: str
     cpus: list[int]
