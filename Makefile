@@ -27,9 +27,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the tests use directly (the gateway tests run the real HAProxy). The deploy
+# Debian packages the tests use directly: the real HAProxy for the gateway tests, podman and
+# debootstrap for the systemd test host (tests/hosts). The deploy
 # playbook installs what a deployment needs itself; this only covers `make test` on a fresh machine.
-HOST_PACKAGES := haproxy
+HOST_PACKAGES := haproxy podman debootstrap runc
 host-packages:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -96,3 +96,34 @@ def test_probe_needs_a_token_not_just_a_listing():
     finally:
         _Half.complete = False
         server.shutdown()
+
+
+def test_a_crash_loop_stops_the_gate_early_with_the_error_not_the_traceback(tmp_path):
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        "INFO starting\n"
+        "Traceback (most recent call last):\n"
+        '  File "/x/vllm/worker.py", line 1, in main\n'
+        "    ^^^^^^^^\n"
+        "ImportError: libnuma.so.1: cannot open shared object file\n"
+    )
+    clock = FakeClock()
+    pids = iter([101, 101, 102, 102, 103, 104, 105])
+    with pytest.raises(NotReadyError) as err:
+        wait_ready("http://x", "m", 900, interval_s=2, log_file=log, probe=lambda *_: Probe(False, "refused"),
+                   clock=clock, sleep=clock.sleep, main_pid=lambda: next(pids), max_restarts=2)  # fmt: skip
+    message = str(err.value)
+    assert "crash-looping" in message
+    assert "restarted it 3 times" in message
+    assert clock.now < 60, "the gate should stop long before its timeout"
+    assert "libnuma.so.1" in message
+    assert 'File "/x/vllm/worker.py"' not in message
+
+
+def test_one_restart_while_starting_is_tolerated():
+    clock = FakeClock()
+    pids = iter([101, 102, 102])
+    answers = iter([Probe(False, "starting"), Probe(False, "starting"), Probe(True, "ok")])
+    took = wait_ready("http://x", "m", 900, interval_s=2, probe=lambda *_: next(answers),
+                      clock=clock, sleep=clock.sleep, main_pid=lambda: next(pids))  # fmt: skip
+    assert took == 4

@@ -135,7 +135,15 @@ def cmd_gateway_render(args: argparse.Namespace) -> int:
 def cmd_ready(args: argparse.Namespace) -> int:
     from llmfleet.ready import wait_ready
 
-    took = wait_ready(args.url.rstrip("/"), args.model, args.timeout, task=args.task, log_file=args.log)
+    main_pid = None
+    if args.service:
+        from llmfleet.status import service_pid
+
+        supervisorctl = json.loads(args.supervisorctl_json)
+        main_pid = lambda: service_pid(args.service_manager, args.service, supervisorctl)  # noqa: E731
+    took = wait_ready(
+        args.url.rstrip("/"), args.model, args.timeout, task=args.task, log_file=args.log, main_pid=main_pid
+    )
     print(json.dumps({"ready": True, "url": args.url, "model": args.model, "seconds": round(took, 1)}))
     return EXIT_OK
 
@@ -219,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["chat", "embedding"], default="chat", help="what one real request asks")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--log", type=Path, default=None, help="instance log to show if it never gets ready")
+    p.add_argument("--service", help="the instance's unit or program, to stop early on a crash loop")
+    p.add_argument("--service-manager", choices=["systemd", "supervisord"], default="supervisord")
+    p.add_argument("--supervisorctl-json", default="[]", help="supervisorctl command line as a JSON list")
 
     p = add("status", cmd_status, "what is deployed on this host and whether it answers")
     p.add_argument("--json", action="store_true")

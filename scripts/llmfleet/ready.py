@@ -74,19 +74,39 @@ def wait_ready(
     probe: Callable[[str, str, str], Probe] = probe_instance,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    main_pid: Callable[[], int | None] | None = None,
+    max_restarts: int = 2,
 ) -> float:
-    """Poll until ready; return the seconds it took. Raise NotReadyError with the log's tail otherwise."""
+    """Poll until ready; return the seconds it took. Raise NotReadyError with the log's tail otherwise.
+
+    With ``main_pid`` (the service manager's view of the instance), an instance that its supervisor
+    restarts more than ``max_restarts`` times while starting is crash-looping: stop at once rather
+    than wait out the whole timeout.
+    """
     start = clock()
     last = Probe(False, "not probed")
+    pids: list[int] = []
     while clock() - start < timeout_s:
         last = probe(base_url, model, task)
         if last.ok:
             return clock() - start
+        pid = main_pid() if main_pid is not None else None
+        if pid is not None and pid not in pids:
+            pids.append(pid)
+        if len(pids) > max_restarts + 1:
+            raise NotReadyError(
+                f"{base_url} ({model!r}) is crash-looping: its supervisor restarted it {len(pids) - 1} times "
+                f"while it was starting; last probe: {last.reason}{_log_tail(log_file)}"
+            )
         sleep(interval_s)
-    tail = ""
-    if log_file is not None and log_file.exists():
-        lines = log_file.read_text(errors="replace").splitlines()[-25:]
-        tail = f"\nlast lines of {log_file}:\n" + "\n".join(lines)
-    raise NotReadyError(
-        f"{base_url} did not become ready for {model!r} in {timeout_s:.0f} s: {last.reason}{tail}"
-    )
+    waited = f"{base_url} did not become ready for {model!r} in {timeout_s:.0f} s"
+    raise NotReadyError(f"{waited}: {last.reason}{_log_tail(log_file)}")
+
+
+def _log_tail(log_file: Path | None, lines: int = 40) -> str:
+    """The end of the instance's log without traceback frames, so the error itself shows."""
+    if log_file is None or not log_file.exists():
+        return ""
+    text = log_file.read_text(errors="replace").splitlines()
+    useful = [line for line in text if not line.lstrip().startswith(("File ", "^", "~"))]
+    return f"\nlast lines of {log_file}:\n" + "\n".join(useful[-lines:])

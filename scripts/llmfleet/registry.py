@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,6 +28,9 @@ class Deployment(BaseModel):
     endpoint: str
     api_key_file: str
     weights_path: str
+    # Who runs the instances: supervisord programs "vllm-<instance>", or systemd units
+    # "llmfleet-vllm-<instance>.service". Records from before systemd support were all supervisord.
+    service_manager: Literal["supervisord", "systemd"] = "supervisord"
     supervisorctl: list[str]
     log_dir: str
     plan: ModelPlan
