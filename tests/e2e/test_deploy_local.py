@@ -212,6 +212,76 @@ def test_second_deploy_changes_nothing_and_keeps_vllm_running(deployed):
     assert after["pid"] == before["pid"], "vLLM was restarted"
 
 
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def group_members(pgid: int) -> set[int]:
+    """Live processes of a process group: vLLM's API server leads one holding EngineCore and Worker."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = proc_stat(int(entry.name))
+            group = _pgrp(int(entry.name))
+            if stat and stat[0] != "Z" and group == pgid:
+                found.add(int(entry.name))
+    return found
+
+
+def _ppid(pid: int) -> int | None:
+    stat = proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def _pgrp(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_a_crashed_instance_is_restarted_leaves_nothing_behind_and_is_readmitted(api_key):
+    (before,) = status_json()["models"][0]["instances"]
+    # The vLLM API server is the wrapper's only child and leads its own process group.
+    children = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _ppid(int(p.name)) == before["pid"]
+    ]
+    assert len(children) == 1, f"expected one vLLM API server under the wrapper, got {children}"
+    (api_server,) = children
+    old_tree = group_members(api_server)
+    engine = [pid for pid in old_tree if b"VLLM::" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(engine) >= 2, f"expected EngineCore and Worker in the API server's group {old_tree}"
+    # kill -9 the API server, as a crash or the OOM killer would.
+    os.kill(api_server, 9)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        (now,) = status_json()["models"][0]["instances"]
+        if now["pid"] not in (None, before["pid"]):
+            break
+        time.sleep(1)
+    assert now["pid"] not in (None, before["pid"]), "supervisord did not restart the instance"
+    gate = [str(BIN / "llmfleet"), "ready", "--url", now["url"].removesuffix("/v1"), "--model", MODEL]
+    ready = subprocess.run([*gate, "--timeout", "600"], capture_output=True, text=True, timeout=660)
+    assert ready.returncode == 0, ready.stderr
+    survivors = {pid for pid in old_tree if (proc_stat(pid) or ("Z", 0))[0] != "Z"}
+    assert not survivors, f"processes of the crashed instance live on: {survivors}"
+    # The gateway re-admits the instance after two passing health checks (rise 2, inter 2s).
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    deadline = time.monotonic() + 30
+    code, body = http("POST", "/v1/chat/completions", chat, key=api_key)
+    while code == 503 and time.monotonic() < deadline:
+        time.sleep(1)
+        code, body = http("POST", "/v1/chat/completions", chat, key=api_key)
+    assert code == 200 and body["choices"][0]["message"]["content"]
+
+
 def test_unknown_model_fails_with_the_catalog_names_and_disturbs_nothing(api_key):
     proc = playbook("deploy-model.yml", "-e", "model=no-such-model", timeout=300)
     assert proc.returncode != 0
