@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import json
-from collections import namedtuple
 from pathlib import Path
 
 import pytest
 
 from llmfleet import weights
 from llmfleet.errors import WeightsError
-from llmfleet.weights import MANIFEST, check_architecture, read_manifest, stage, verify, write_manifest
+from llmfleet.weights import check_architecture, read_manifest, verify, write_manifest
 
 
 @pytest.fixture
@@ -27,52 +25,6 @@ def test_manifest_lists_every_file_with_hash_and_size(store_copy):
     assert set(manifest["files"]) == {"config.json", "model.safetensors", "sub/tokenizer.json"}
     assert manifest["files"]["model.safetensors"]["size"] == 10000
     assert not list(store_copy.glob(".*tmp"))
-
-
-def test_stage_copies_verifies_and_then_skips(store_copy, tmp_path):
-    target = tmp_path / "serving" / "m" / "rev1"
-    first = stage(store_copy, target)
-    assert first.changed
-    assert verify(target) == []
-    assert read_manifest(target) == read_manifest(store_copy)
-    second = stage(store_copy, target)
-    assert not second.changed
-    # No temporary directories are left beside the staged copy.
-    assert [p.name for p in target.parent.iterdir()] == ["rev1"]
-
-
-def test_stage_refuses_a_damaged_store_copy_and_leaves_the_serving_copy(store_copy, tmp_path):
-    target = tmp_path / "serving" / "m" / "rev1"
-    stage(store_copy, target)
-    before = (target / "model.safetensors").read_bytes()
-    # Damage the store and make the manifests differ, so staging runs again.
-    (store_copy / "model.safetensors").write_bytes(b"corrupt")
-    manifest = json.loads((store_copy / MANIFEST).read_text())
-    manifest["source"] = {"kind": "changed"}
-    (store_copy / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(WeightsError) as err:
-        stage(store_copy, target)
-    message = str(err.value)
-    assert "model.safetensors" in message
-    assert manifest["files"]["model.safetensors"]["sha256"] in message
-    assert "nothing was changed in the serving directory" in message
-    assert (target / "model.safetensors").read_bytes() == before
-    assert [p.name for p in target.parent.iterdir()] == ["rev1"]
-
-
-def test_stage_refuses_when_the_disk_is_too_small_before_copying(store_copy, tmp_path, monkeypatch):
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(weights.shutil, "disk_usage", lambda _p: usage(100, 90, 10))
-    target = tmp_path / "serving" / "m" / "rev1"
-    with pytest.raises(WeightsError, match=r"needs .* GiB .* free"):
-        stage(store_copy, target)
-    assert not target.exists()
-
-
-def test_stage_requires_a_complete_store_copy(tmp_path):
-    (tmp_path / "half").mkdir()
-    with pytest.raises(WeightsError, match=r"no manifest\.json"):
-        stage(tmp_path / "half", tmp_path / "out")
 
 
 def test_verify_names_the_file_and_both_hashes(store_copy):

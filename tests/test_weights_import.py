@@ -135,11 +135,21 @@ def test_gguf_import_checks_the_gguf_and_runs_the_converter(tmp_path, catalog):
         import_model("chat2", bad, tmp_path / "store", str(converter), fake_pip(tmp_path, wheel))
 
 
-def test_sources_that_cannot_be_imported_yet_say_where_a_copy_would_go(tmp_path):
+def test_sources_that_cannot_be_imported_yet_say_how_to_publish_a_copy(tmp_path):
+    from llmfleet.catalog import load_catalog
+
+    catalog = load_catalog(Path(__file__).parent / "data" / "catalog-all-sources.yml")
+    entry = catalog.get("qwen2.5-0.5b-instruct")
+    with pytest.raises(
+        WeightsError, match="huggingface source, which this release cannot import yet; publish a verified"
+    ):
+        import_model("qwen2.5-0.5b-instruct", entry, tmp_path / "store", "unused", "unused")
+
+
+def test_an_s3_source_must_pin_config_json(tmp_path):
     from llmfleet.catalog import load_catalog
 
     entry = load_catalog(Path(__file__).parent / "data" / "catalog-all-sources.yml").get("fleet-llama")
-    with pytest.raises(
-        WeightsError, match="s3 source, which this release cannot import yet; put a verified copy"
-    ):
+    with pytest.raises(WeightsError, match=r"the s3 source must pin config\.json"):
         import_model("fleet-llama", entry, tmp_path / "store", "unused", "unused")
+    assert store_leftovers(tmp_path / "store") == []

@@ -39,3 +39,7 @@ class GatewayError(LlmfleetError):
 
 class NotReadyError(LlmfleetError):
     exit_code = 8
+
+
+class StoreLockedError(WeightsError):
+    """Another writer holds the model store's lock (and its lease has not run out)."""

