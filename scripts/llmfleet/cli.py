@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llmfleet import __version__
+from llmfleet.capacity.cli import register as register_capacity
 from llmfleet.catalog import load_catalog
 from llmfleet.errors import LlmfleetError, WeightsError
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", help="the instance's unit or program, to stop early on a crash loop")
     p.add_argument("--service-manager", choices=["systemd", "supervisord"], default="supervisord")
     p.add_argument("--supervisorctl-json", default="[]", help="supervisorctl command line as a JSON list")
+
+    register_capacity(sub)
 
     p = add("status", cmd_status, "what is deployed on this host and whether it answers")
     p.add_argument("--json", action="store_true")

@@ -43,3 +43,9 @@ class NotReadyError(LlmfleetError):
 
 class StoreLockedError(WeightsError):
     """Another writer holds the model store's lock (and its lease has not run out)."""
+
+
+class CapacityError(LlmfleetError):
+    """The capacity planner cannot read a model's config, or the model does not fit as asked."""
+
+    exit_code = 9
