@@ -24,13 +24,33 @@ from pathlib import Path
 import openai
 import pytest
 
-from llmfleet.gateway import GatewaySettings, hash_key, render_gateway
+from llmfleet.gateway import DeclaredKey, GatewayPolicy, GatewaySettings, KeyPolicy, hash_key, render_gateway
+from llmfleet.keys import (
+    GatewayState,
+    add_key,
+    load_api_keys,
+    revoke_key,
+    sync_declared_keys,
+    write_and_push_maps,
+)
+from llmfleet.plan import ModelPlan
 from plans import make_plan
 
 HAPROXY = Path("/usr/sbin/haproxy")
 FAKE_BACKEND = Path(__file__).parent / "backends" / "fake_openai_backend.py"
 KEY = "sk-llmfleet-test-key-0123456789abcdefghij"
 OTHER_KEY = "sk-llmfleet-other-key-0123456789abcdefghij"
+# Keys with a policy: only model-a; 3 requests a minute; 100 tokens a minute.
+NARROW_KEY = "sk-llmfleet-narrow-key-0123456789abcdefgh"
+RPM_KEY = "sk-llmfleet-rpm-key-0123456789abcdefghijk"
+TPM_KEY = "sk-llmfleet-tpm-key-0123456789abcdefghijk"
+KEY_POLICIES = {
+    "default": (KEY, DeclaredKey()),
+    "other": (OTHER_KEY, DeclaredKey()),
+    "narrow": (NARROW_KEY, DeclaredKey(models=["model-a"])),
+    "rpm3": (RPM_KEY, DeclaredKey(rpm=3)),
+    "tpm100": (TPM_KEY, DeclaredKey(tokens_per_minute=100)),
+}
 MAX_BODY_BYTES = 256 * 1024
 STREAM_CHUNKS = 5
 STREAM_CHUNK_MS = 50
@@ -105,6 +125,8 @@ class Gateway:
     log_path: Path
     proc: subprocess.Popen[bytes]
     backend_ports: dict[str, int]
+    state: GatewayState
+    plans: list[ModelPlan]
 
     @property
     def base_url(self) -> str:
@@ -152,9 +174,9 @@ BEARER = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
-    config_dir, runtime_dir = root / "etc", root / "run"
-    config_dir.mkdir()
-    runtime_dir.mkdir()
+    config_dir, runtime_dir, keys_dir, quota_dir = root / "etc", root / "run", root / "keys", root / "quota"
+    for directory in (config_dir, runtime_dir, keys_dir, quota_dir):
+        directory.mkdir()
     backend_log = root / "backends.log"
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -180,9 +202,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             metrics_port=free_port(),
             config_dir=str(config_dir),
             runtime_dir=str(runtime_dir),
-            max_body_bytes=MAX_BODY_BYTES,
+            quota_dir=str(quota_dir),
         )
-        files = render_gateway(settings, plans, {"default": hash_key(KEY), "other": hash_key(OTHER_KEY)})
+        policy = GatewayPolicy(
+            max_body_bytes=MAX_BODY_BYTES, keys={name: pol for name, (_, pol) in KEY_POLICIES.items()}
+        )
+        # Key files written first stand for keys clients already hold: the sync keeps them.
+        for name, (secret, _) in KEY_POLICIES.items():
+            (keys_dir / f"{name}.key").write_text(secret + "\n")
+        sync_declared_keys(keys_dir, dict(policy.keys))
+        files = render_gateway(settings, policy, plans, load_api_keys(keys_dir))
         for name, text in files.items():
             (config_dir / name).write_text(text)
         config_path = config_dir / "haproxy.cfg"
@@ -201,6 +230,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             log_path=log_path,
             proc=proc,
             backend_ports=ports,
+            state=GatewayState(
+                settings=settings, policy=policy, keys_dir=str(keys_dir), registry_dir="/unused"
+            ),
+            plans=plans,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -548,23 +581,141 @@ def test_health_checks_pass_on_live_instances_and_take_dead_ones_down(gateway: G
 # The tests below change the running gateway (they add keys), so they come last.
 
 
-def test_key_added_over_the_admin_socket_works_without_reload(gateway: Gateway) -> None:
-    new = "sk-llmfleet-runtime-added-0123456789abcdef"
-    headers = {"Authorization": f"Bearer {new}"}
-    assert call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), headers).status == 401
-    keys_map = gateway.config_path.parent / "keys.map"
-    assert admin_command(gateway, f"add map {keys_map} {hash_key(new)} runtime").strip() == ""
-    resp = call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), headers)
+def worker_pid(gateway: Gateway) -> int:
+    info = admin_command(gateway, "show info")
+    return int(re.search(r"^Pid: (\d+)$", info, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_keys_add_and_revoke_take_effect_without_a_reload(gateway: Gateway) -> None:
+    pid = worker_pid(gateway)
+    keys_dir = Path(gateway.state.keys_dir)
+    secret = add_key(keys_dir, "runtime", KeyPolicy(models=["model-b"]))
+    assert write_and_push_maps(gateway.state, gateway.plans)["pushed_to_running_gateway"] is True
+    headers = {"Authorization": f"Bearer {secret}"}
+    resp = call(gateway.port, "POST", "/v1/chat/completions", chat("model-b"), headers)
     assert resp.status == 200, resp.body
     assert 'key="runtime"' in access_log_line(gateway, resp.headers["x-request-id"])
+    assert_openai_error(call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), headers), 403,
+                        "model_not_allowed")  # fmt: skip
+    listed = call(gateway.port, "GET", "/v1/models", headers=headers).json()
+    assert [entry["id"] for entry in listed["data"]] == ["model-b"]
+    # The secret is shown once and stored nowhere: only its hash is in the store and the map.
+    for path in [*keys_dir.iterdir(), *Path(gateway.state.settings.config_dir).iterdir()]:
+        assert secret not in path.read_text(), path
+
+    revoke_key(keys_dir, "runtime")
+    write_and_push_maps(gateway.state, gateway.plans)
+    assert_openai_error(
+        call(gateway.port, "POST", "/v1/chat/completions", chat("model-b"), headers), 401, "invalid_api_key"
+    )
+    assert worker_pid(gateway) == pid, "a key change must not reload HAProxy"
+
+
+def seconds_to_window_end(window: int) -> float:
+    return window - time.time() % window
+
+
+def wait_out_window_end(window: int, margin_s: float) -> None:
+    """Counts reset at UTC minute/day boundaries; a test that spans one would see a reset, not a bug."""
+    left = seconds_to_window_end(window)
+    if left < margin_s:
+        time.sleep(left + 0.5)
+
+
+def tokens_of(resp: Response) -> int:
+    return int(resp.json()["usage"]["total_tokens"])
+
+
+def test_key_may_only_use_its_models(gateway: Gateway) -> None:
+    narrow = {"Authorization": f"Bearer {NARROW_KEY}"}
+    assert call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), narrow).status == 200
+    error = assert_openai_error(
+        call(gateway.port, "POST", "/v1/chat/completions", chat("model-b"), narrow), 403, "model_not_allowed"
+    )
+    assert "`model-b`" in error["message"] and error["param"] == "model"
+    # An unknown model stays a 404 for every key: 403 only says "exists, but not for you".
+    assert_openai_error(
+        call(gateway.port, "POST", "/v1/chat/completions", chat("model-z"), narrow), 404, "model_not_found"
+    )
+    listed = call(gateway.port, "GET", "/v1/models", headers=narrow).json()
+    assert [entry["id"] for entry in listed["data"]] == ["model-a"]
+
+
+def test_requests_per_minute_limit_gives_429_with_retry_after(gateway: Gateway) -> None:
+    wait_out_window_end(60, 5)
+    headers = {"Authorization": f"Bearer {RPM_KEY}"}
+    statuses = [
+        call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), headers).status for _ in range(3)
+    ]
+    assert statuses == [200, 200, 200]
+    resp = call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), headers)
+    error = assert_openai_error(resp, 429, "rate_limit_exceeded")
+    assert resp.headers["retry-after"] == "60" and "rpm" in error["message"]
+    # Another key is not affected.
+    assert call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), BEARER).status == 200
+
+
+def test_tokens_per_minute_limit_counts_response_usage(gateway: Gateway) -> None:
+    wait_out_window_end(60, 10)
+    headers = {"Authorization": f"Bearer {TPM_KEY}"}
+    first = call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), headers)
+    assert first.status == 200 and first.headers["x-ratelimit-remaining-tokens"] == "100"
+    spent = tokens_of(first)
+    assert 0 < spent < 100, "the test needs a first request that fits the limit"
+    wait_for_key_tokens(gateway, "tpm100", "minute", spent)
+    # A stream counts too: its usage arrives in the last chunk.
+    streamed = call(gateway.port, "POST", "/v1/chat/completions", chat("model-a", stream=True), headers)
+    assert streamed.status == 200
+    assert streamed.headers["x-ratelimit-remaining-tokens"] == str(100 - spent)
+    stream_tokens = int(re.findall(rb'"total_tokens": (\d+)', streamed.body)[-1])
+    assert spent + stream_tokens >= 100, "the test needs the stream to cross the limit"
+    wait_for_key_tokens(gateway, "tpm100", "minute", spent + stream_tokens)
+    resp = call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), headers)
+    error = assert_openai_error(resp, 429, "rate_limit_exceeded")
+    assert "tokens_per_minute" in error["message"]
+    assert 1 <= int(resp.headers["retry-after"]) <= 60
+    metrics = call(gateway.metrics_port, "GET", "/metrics/keys").body.decode()
+    assert (
+        f'llmfleet_gateway_key_tokens_window{{key="tpm100",window="minute"}} {spent + stream_tokens}'
+        in metrics
+    )
+
+
+def wait_for_key_tokens(gateway: Gateway, key: str, window: str, expected: int) -> None:
+    """HAProxy accounts a response's tokens when it closes the stream, just after the client has it all."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while (seen := key_window_tokens(gateway, key, window)) != expected:
+        assert time.monotonic() < deadline, f"{key} {window}: {seen} tokens, expected {expected}"
+        time.sleep(0.05)
+
+
+def key_window_tokens(gateway: Gateway, key: str, window: str) -> int | None:
+    metrics = call(gateway.metrics_port, "GET", "/metrics/keys").body.decode()
+    match = re.search(
+        rf'^llmfleet_gateway_key_tokens_window{{key="{key}",window="{window}"}} (\d+)$', metrics, re.M
+    )
+    return int(match.group(1)) if match else None
+
+
+def test_metrics_per_key_and_model(gateway: Gateway) -> None:
+    call(gateway.port, "POST", "/v1/chat/completions", chat("model-b"), BEARER)
+    resp = call(gateway.metrics_port, "GET", "/metrics/keys")
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.body.decode()
+    series = r'^llmfleet_gateway_requests_total\{key="default",model="model-b",code="200"\} [1-9]\d*$'
+    assert re.search(series, text, re.M), text
+    assert re.search(r'^llmfleet_gateway_tokens_total\{key="default",model="model-b"\} [1-9]\d*$', text, re.M)
 
 
 def test_sigusr2_reload_picks_up_new_keys_and_finishes_running_streams(gateway: Gateway) -> None:
     assert int((gateway.runtime_dir / "haproxy.pid").read_text()) == gateway.proc.pid
     new = "sk-llmfleet-added-by-reload-0123456789abc"
     headers = {"Authorization": f"Bearer {new}"}
-    keys_map = gateway.config_path.parent / "keys.map"
-    keys_map.write_text(keys_map.read_text() + f"{hash_key(new)} reloaded\n")
+    config_dir = gateway.config_path.parent
+    (config_dir / "keys.map").write_text(
+        (config_dir / "keys.map").read_text() + f"{hash_key(new)} reloaded\n"
+    )
+    (config_dir / "key-models.map").write_text((config_dir / "key-models.map").read_text() + "reloaded/* 1\n")
 
     conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=REQUEST_TIMEOUT_S)
     try:
@@ -581,3 +732,53 @@ def test_sigusr2_reload_picks_up_new_keys_and_finishes_running_streams(gateway: 
     assert received.decode().rstrip().endswith("data: [DONE]"), "the reload cut a running stream"
     assert gateway.proc.poll() is None, gateway.log_path.read_text()
     assert call(gateway.port, "POST", "/v1/chat/completions", chat("model-a"), BEARER).status == 200
+
+
+def test_token_counts_survive_a_reload_including_a_stream_that_ends_after_it(gateway: Gateway) -> None:
+    """The old process finishes its stream after the reload and journals the tokens; the new process
+    replays and follows the journal, so the quota sees every token spent on either process."""
+    wait_out_window_end(86400, 30)
+    request_a = chat("model-a", messages=[{"role": "user", "content": "count me before the reload"}])
+    request_b = chat("model-a", stream=True)
+    # The fake backend bills len(body) + 3 for a completion and len(body) + 5 for a stream.
+    expected_a = len(json.dumps(request_a, ensure_ascii=False)) + 3
+    expected_b = len(json.dumps(request_b, ensure_ascii=False)) + STREAM_CHUNKS
+    secret = add_key(
+        Path(gateway.state.keys_dir), "daily", KeyPolicy(tokens_per_day=expected_a + expected_b + 1)
+    )
+    write_and_push_maps(gateway.state, gateway.plans)
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    first = call(gateway.port, "POST", "/v1/chat/completions", request_a, headers)
+    assert first.status == 200 and tokens_of(first) == expected_a
+    old_worker = worker_pid(gateway)
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(request_b),
+            {"Content-Type": "application/json", **headers},
+        )
+        resp = conn.getresponse()
+        received = resp.read1(65536)
+        gateway.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while worker_pid(gateway) == old_worker:
+            assert time.monotonic() < deadline, "no new worker after SIGUSR2"
+            time.sleep(0.05)
+        while chunk := resp.read1(65536):
+            received += chunk
+    finally:
+        conn.close()
+    assert received.decode().rstrip().endswith("data: [DONE]")
+    assert int(re.findall(rb'"total_tokens": (\d+)', received)[-1]) == expected_b
+
+    # The new worker learns of the stream's tokens from the journal within its follow interval (1 s).
+    wait_for_key_tokens(gateway, "daily", "day", expected_a + expected_b)
+    # Under the limit by one token: admitted; it crosses the limit, so the next one is refused.
+    assert call(gateway.port, "POST", "/v1/chat/completions", request_a, headers).status == 200
+    resp_over = call(gateway.port, "POST", "/v1/chat/completions", request_a, headers)
+    error = assert_openai_error(resp_over, 429, "insufficient_quota")
+    assert "tokens_per_day" in error["message"]
+    assert 0 < int(resp_over.headers["retry-after"]) <= 86400

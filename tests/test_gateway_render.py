@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 import stat
@@ -21,43 +22,79 @@ from llmfleet.errors import GatewayError
 from llmfleet.gateway import (
     GENERATED_HEADER,
     KEY_PREFIX,
+    LUA_FILE,
+    MAP_FILES,
+    ApiKey,
+    GatewayPolicy,
     GatewaySettings,
+    KeyPolicy,
+    PoolPolicy,
     ensure_key_file,
     hash_key,
-    load_key_hashes,
+    load_policy,
     new_key,
+    read_key_file,
     render_gateway,
 )
 from llmfleet.plan import ModelPlan
 from plans import make_plan
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "gateway"
-OUTPUT_FILES = ("haproxy.cfg", "keys.map", "models.map")
+OUTPUT_FILES = ("haproxy.cfg", LUA_FILE, *MAP_FILES)
+REPO = Path(__file__).resolve().parents[1]
 # Fixed keys, so the goldens are stable; never used outside these tests.
 DEFAULT_KEY = "sk-llmfleet-golden-default-0000000000000000"
 CI_KEY = "sk-llmfleet-golden-ci-11111111111111111111111"
 
 
-CASES: dict[str, tuple[list[ModelPlan], dict[str, str]]] = {
-    "one-model": ([make_plan("smollm2-135m-instruct", [8100])], {"default": hash_key(DEFAULT_KEY)}),
+def key(name: str, secret: str, **policy: object) -> ApiKey:
+    return ApiKey(name, hash_key(secret), KeyPolicy(**policy))  # type: ignore[arg-type]
+
+
+CASES: dict[str, tuple[list[ModelPlan], list[ApiKey], GatewayPolicy]] = {
+    "one-model": (
+        [make_plan("smollm2-135m-instruct", [8100])],
+        [key("default", DEFAULT_KEY)],
+        GatewayPolicy(),
+    ),
     "two-models": (
         [make_plan("qwen2.5-0.5b-instruct", [8101, 8102]), make_plan("smollm2-135m-instruct", [8100])],
-        {"default": hash_key(DEFAULT_KEY), "ci": hash_key(CI_KEY)},
+        [
+            key("default", DEFAULT_KEY),
+            key(
+                "ci",
+                CI_KEY,
+                models=["smollm2-135m-instruct"],
+                rpm=60,
+                tokens_per_minute=10,
+                tokens_per_day=50,
+            ),
+        ],
+        GatewayPolicy(
+            pools={"qwen2.5-0.5b-instruct": PoolPolicy(weights={"qwen2.5-0.5b-instruct-0": 3})},
+        ),
     ),
 }
 
 
-def shuffled(plans: list[ModelPlan], key_hashes: dict[str, str]) -> tuple[list[ModelPlan], dict[str, str]]:
+def render(case: str, settings: GatewaySettings | None = None) -> dict[str, str]:
+    plans, keys, policy = CASES[case]
+    return render_gateway(settings or GatewaySettings(), policy, plans, keys)
+
+
+def shuffled(plans: list[ModelPlan], keys: list[ApiKey]) -> tuple[list[ModelPlan], list[ApiKey]]:
     """The same deployment given in the opposite order everywhere an order could leak into the output."""
     reordered = [plan.model_copy(update={"instances": plan.instances[::-1]}) for plan in reversed(plans)]
-    return reordered, dict(reversed(list(key_hashes.items())))
+    return reordered, keys[::-1]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_matches_golden_files(case: str) -> None:
-    plans, key_hashes = CASES[case]
-    rendered = render_gateway(GatewaySettings(), plans, key_hashes)
+    rendered = render(case)
     assert sorted(rendered) == sorted(OUTPUT_FILES)
+    # The Lua file is copied verbatim from the package: its source is its golden.
+    lua_source = REPO / "scripts" / "llmfleet" / "templates" / "haproxy" / LUA_FILE
+    assert rendered.pop(LUA_FILE) == lua_source.read_text()
     golden = GOLDEN_DIR / case
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.mkdir(parents=True, exist_ok=True)
@@ -76,10 +113,10 @@ def test_render_matches_golden_files(case: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_is_deterministic_whatever_the_input_order(case: str) -> None:
-    plans, key_hashes = CASES[case]
-    first = render_gateway(GatewaySettings(), plans, key_hashes)
-    assert render_gateway(GatewaySettings(), plans, key_hashes) == first
-    assert render_gateway(GatewaySettings(), *shuffled(plans, key_hashes)) == first
+    plans, keys, policy = CASES[case]
+    first = render_gateway(GatewaySettings(), policy, plans, keys)
+    assert render_gateway(GatewaySettings(), policy, plans, keys) == first
+    assert render_gateway(GatewaySettings(), policy, *shuffled(plans, keys)) == first
 
 
 def server_lines(cfg: str) -> list[tuple[str, str, int]]:
@@ -88,7 +125,7 @@ def server_lines(cfg: str) -> list[tuple[str, str, int]]:
     for line in cfg.splitlines():
         if line.startswith("backend "):
             backend = line.split()[1]
-        elif match := re.match(r"^    server (\S+) \S+:(\d+) check$", line):
+        elif match := re.match(r"^    server (\S+) \S+:(\d+) check weight \d+( backup)?$", line):
             found.append((backend, match.group(1), int(match.group(2))))
     return found
 
@@ -99,13 +136,13 @@ def map_entries(text: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_invariants(case: str) -> None:
-    plans, key_hashes = CASES[case]
-    settings = GatewaySettings(config_dir="/srv/gw", runtime_dir="/run/gw")
-    files = render_gateway(settings, plans, key_hashes)
+    plans, keys, _ = CASES[case]
+    files = render(case, GatewaySettings(config_dir="/srv/gw", runtime_dir="/run/gw"))
     cfg, models_map, keys_map = files["haproxy.cfg"], files["models.map"], files["keys.map"]
 
     for name, text in files.items():
-        assert text.startswith(f"# {GENERATED_HEADER}\n"), name
+        header = "-- " if name.endswith(".lua") else "# "
+        assert text.startswith(f"{header}{GENERATED_HEADER}"), name
         assert text.endswith("\n") and not text.endswith("\n\n"), name
     servers = server_lines(cfg)
     ports = [port for _, _, port in servers]
@@ -115,7 +152,17 @@ def test_render_invariants(case: str) -> None:
     for plan in plans:
         assert f"\nbackend model_{plan.model}\n" in cfg
         assert f"http-response set-header X-Model-Id {plan.model}\n" in cfg
-    assert map_entries(keys_map) == {digest: name for name, digest in key_hashes.items()}
+    assert map_entries(keys_map) == {k.sha256: k.name for k in keys}
+    models = sorted(plan.model for plan in plans)
+    for k in keys:
+        listed = json.loads(map_entries(files["key-model-list.map"])[k.name])
+        allowed = models if "*" in k.policy.models else sorted(k.policy.models)
+        assert [m["id"] for m in listed["data"]] == allowed
+        assert {f"{k.name}/{m}" for m in k.policy.models} <= set(map_entries(files["key-models.map"]))
+    for map_name, field in (("key-rpm.map", "rpm"), ("key-tpm.map", "tokens_per_minute"),
+                            ("key-tpd.map", "tokens_per_day")):  # fmt: skip
+        expected = {k.name: str(getattr(k.policy, field)) for k in keys if getattr(k.policy, field)}
+        assert map_entries(files[map_name]) == expected, map_name
     for secret in (DEFAULT_KEY, CI_KEY):
         assert all(secret not in text for text in files.values())
     # Maps and the admin socket are where the deploy puts them, by absolute path.
@@ -126,7 +173,7 @@ def test_render_invariants(case: str) -> None:
 def test_render_carries_the_measured_settings() -> None:
     """Each of these was measured to matter (shared/references/gateway.md section 5); losing one silently
     breaks streaming, cancellation, long prompts or ejection."""
-    cfg = render_gateway(GatewaySettings(), *CASES["one-model"])["haproxy.cfg"]
+    cfg = render("one-model")["haproxy.cfg"]
     for line in (
         "    option http-no-delay\n",
         "    option abortonclose\n",
@@ -141,23 +188,34 @@ def test_render_carries_the_measured_settings() -> None:
         "    option httpchk GET /health\n",
         "    timeout server 600s\n",
         "    http-request use-service prometheus-exporter if { path /metrics }\n",
+        "    filter lua.llmfleet_usage\n",
+        "    setenv LLMFLEET_QUOTA_DIR /var/lib/llmfleet/gateway\n",
     ):
         assert line in cfg, line
     bufsize = int(re.search(r"^    tune\.bufsize (\d+)$", cfg, re.M).group(1))  # type: ignore[union-attr]
-    assert bufsize >= GatewaySettings().max_body_bytes >= 256 * 1024
+    assert bufsize >= GatewayPolicy().max_body_bytes >= 256 * 1024
 
 
 def test_settings_limits_reach_the_config() -> None:
-    settings = GatewaySettings(
-        listen_host="10.0.0.5",
-        listen_port=9000,
-        metrics_port=9404,
-        max_body_bytes=1024 * 1024,
-        timeout_server_s=120,
-        timeout_connect_s=2,
-        health_check_path="/ready",
+    settings = GatewaySettings(listen_host="10.0.0.5", listen_port=9000, metrics_port=9404)
+    policy = GatewayPolicy.model_validate(
+        {
+            "max_body_bytes": 1024 * 1024,
+            "timeout_server_s": 120,
+            "timeout_connect_s": 2,
+            "retry": {"attempts": 1, "conditions": ["conn-failure", "503"]},
+            "health": {"path": "/ready", "interval_s": 5, "fall": 2, "rise": 1, "error_limit": 3},
+            "pools": {
+                "smollm2-135m-instruct": {
+                    "balance": "roundrobin",
+                    "weights": {"smollm2-135m-instruct-0": 7},
+                    "extra_servers": [{"name": "dc2", "url": "http://10.0.2.15:8100"}],
+                }
+            },
+        }
     )
-    cfg = render_gateway(settings, *CASES["one-model"])["haproxy.cfg"]
+    plans, keys, _ = CASES["one-model"]
+    cfg = render_gateway(settings, policy, plans, keys)["haproxy.cfg"]
     for line in (
         "    bind 10.0.0.5:9000\n",
         "    bind 10.0.0.5:9404\n",
@@ -165,30 +223,83 @@ def test_settings_limits_reach_the_config() -> None:
         "    timeout server 120s\n",
         "    timeout connect 2s\n",
         "    option httpchk GET /ready\n",
+        "    retries 1\n",
+        "    retry-on conn-failure 503\n",
+        "    default-server inter 5s fall 2 rise 1 observe layer7 error-limit 3 on-error mark-down\n",
+        "    balance roundrobin\n",
+        "    server smollm2-135m-instruct-0 127.0.0.1:8100 check weight 7\n",
+        "    server dc2 10.0.2.15:8100 check weight 1 backup\n",
     ):
         assert line in cfg, line
+
+
+def test_the_local_inventory_policy_is_valid_and_says_the_defaults() -> None:
+    """The shipped policy file documents the defaults: it must parse, and equal them."""
+    policy = load_policy(REPO / "inventories" / "local" / "gateway-policy.yml")
+    assert policy.model_dump(exclude={"keys"}) == GatewayPolicy().model_dump(exclude={"keys"})
+    assert list(policy.keys) == ["default"] and policy.keys["default"].models == ["*"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_body_bytes: 1024\n", "max_body_bytes"),
+        ("retry: {attempts: 2, conditions: [teapot]}\n", "retry.conditions"),
+        ("keys: {default: {rmp: 60}}\n", "keys.default.rmp"),
+        ("keys: {'bad name': {}}\n", "keys.bad name"),
+        ("health: {path: 'no-slash'}\n", "health.path"),
+        ("- a list\n", "(top level)"),
+    ],
+)
+def test_policy_file_errors_name_the_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "gateway-policy.yml"
+    path.write_text(text)
+    with pytest.raises(GatewayError, match=re.escape(f"gateway policy {path} is invalid")) as error:
+        load_policy(path)
+    assert message in str(error.value)
+
+
+def test_missing_policy_file_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(GatewayError, match="gateway_policy_file"):
+        load_policy(tmp_path / "nope.yml")
+
+
+def test_pool_naming_an_instance_the_plan_lacks_is_refused() -> None:
+    policy = GatewayPolicy(pools={"a": PoolPolicy(weights={"a-7": 2})})
+    with pytest.raises(GatewayError, match=r"pools.a names instance\(s\) a-7.*its instances are a-0"):
+        render_gateway(GatewaySettings(), policy, [make_plan("a", [8100])], [])
+
+
+def test_pool_of_backups_only_is_refused() -> None:
+    policy = GatewayPolicy(pools={"a": PoolPolicy(backup_instances=["a-0"])})
+    with pytest.raises(GatewayError, match="every server is a backup"):
+        render_gateway(GatewaySettings(), policy, [make_plan("a", [8100])], [])
 
 
 @pytest.mark.parametrize("name", ["Model-A", "bad name", "-leading-dash", "under_score", "a/b", 'q"uote', ""])
 def test_unsafe_model_name_is_refused_by_name(name: str) -> None:
     with pytest.raises(GatewayError) as error:
-        render_gateway(GatewaySettings(), [make_plan(name, [8100])], {})
+        render_gateway(GatewaySettings(), GatewayPolicy(), [make_plan(name, [8100])], [])
     assert repr(name) in str(error.value)
 
 
 def test_instances_sharing_a_port_are_refused() -> None:
     with pytest.raises(GatewayError, match=re.escape("both listen on 127.0.0.1:8100")):
-        render_gateway(GatewaySettings(), [make_plan("a", [8100]), make_plan("b", [8100])], {})
+        render_gateway(
+            GatewaySettings(), GatewayPolicy(), [make_plan("a", [8100]), make_plan("b", [8100])], []
+        )
 
 
 def test_model_planned_twice_is_refused() -> None:
     with pytest.raises(GatewayError, match="planned twice"):
-        render_gateway(GatewaySettings(), [make_plan("a", [8100]), make_plan("a", [8101])], {})
+        render_gateway(
+            GatewaySettings(), GatewayPolicy(), [make_plan("a", [8100]), make_plan("a", [8101])], []
+        )
 
 
 def test_model_without_instances_is_refused() -> None:
     with pytest.raises(GatewayError, match="no instances"):
-        render_gateway(GatewaySettings(), [make_plan("a", [])], {})
+        render_gateway(GatewaySettings(), GatewayPolicy(), [make_plan("a", [])], [])
 
 
 @pytest.mark.parametrize("url", ["https://127.0.0.1:8100", "http://127.0.0.1", "http://127.0.0.1:8100/v1"])
@@ -196,28 +307,33 @@ def test_instance_url_must_be_plain_http_host_port(url: str) -> None:
     plan = make_plan("a", [8100])
     bad = plan.model_copy(update={"instances": [plan.instances[0].model_copy(update={"url": url})]})
     with pytest.raises(GatewayError, match="http://HOST:PORT"):
-        render_gateway(GatewaySettings(), [bad], {})
+        render_gateway(GatewaySettings(), GatewayPolicy(), [bad], [])
 
 
 def test_plaintext_key_in_place_of_a_hash_is_refused_and_not_echoed() -> None:
     with pytest.raises(GatewayError, match="sha256") as error:
-        render_gateway(GatewaySettings(), [make_plan("a", [8100])], {"default": DEFAULT_KEY})
+        plaintext = ApiKey("default", DEFAULT_KEY, KeyPolicy())
+        render_gateway(GatewaySettings(), GatewayPolicy(), [make_plan("a", [8100])], [plaintext])
     assert DEFAULT_KEY not in str(error.value)
     with pytest.raises(GatewayError, match="sha256"):
         render_gateway(
-            GatewaySettings(), [make_plan("a", [8100])], {"default": hash_key(DEFAULT_KEY).upper()}
+            GatewaySettings(),
+            GatewayPolicy(),
+            [make_plan("a", [8100])],
+            [ApiKey("default", hash_key(DEFAULT_KEY).upper(), KeyPolicy())],
         )
 
 
 def test_key_name_must_be_log_and_file_safe() -> None:
     with pytest.raises(GatewayError, match="key name"):
-        render_gateway(GatewaySettings(), [make_plan("a", [8100])], {"a b": hash_key(DEFAULT_KEY)})
+        render_gateway(
+            GatewaySettings(), GatewayPolicy(), [make_plan("a", [8100])], [key("a b", DEFAULT_KEY)]
+        )
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"max_body_bytes": 64 * 1024},
         {"listen_port": 8404},
         {"config_dir": "etc/relative"},
         {"runtime_dir": "/run/with space"},
@@ -281,17 +397,13 @@ def test_ensure_key_file_refuses_a_name_that_escapes_the_directory(tmp_path: Pat
         ensure_key_file(tmp_path, "../outside")
 
 
-def test_load_key_hashes_hashes_each_key_file(tmp_path: Path) -> None:
-    _, default_path = ensure_key_file(tmp_path, "default")
+def test_read_key_file_strips_whitespace(tmp_path: Path) -> None:
     (tmp_path / "ci.key").write_text(f"  {CI_KEY}\n\n")
-    (tmp_path / "notes.txt").write_text("not a key")
-    hashes = load_key_hashes(tmp_path)
-    assert hashes == {"ci": hash_key(CI_KEY), "default": hash_key(default_path.read_text().strip())}
-    assert load_key_hashes(tmp_path / "missing") == {}
+    assert read_key_file(tmp_path / "ci.key") == CI_KEY
 
 
 @pytest.mark.parametrize("content", ["", "\n", "short", "has a space in the middle of it"])
-def test_load_key_hashes_refuses_an_unusable_key_file(tmp_path: Path, content: str) -> None:
+def test_read_key_file_refuses_an_unusable_key_file(tmp_path: Path, content: str) -> None:
     (tmp_path / "default.key").write_text(content)
     with pytest.raises(GatewayError, match=re.escape("default.key")):
-        load_key_hashes(tmp_path)
+        read_key_file(tmp_path / "default.key")

@@ -19,6 +19,8 @@ from llmfleet.errors import LlmfleetError, WeightsError
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
 from llmfleet.registry import DEFAULT_REGISTRY_DIR, load_all, ports_held
 
+DEFAULT_GATEWAY_CONFIG_DIR = Path("/etc/llmfleet/gateway")
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -167,20 +169,112 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_gateway_ensure_key(args: argparse.Namespace) -> int:
-    from llmfleet.gateway import ensure_key_file
+def _catalog_models(args: argparse.Namespace) -> list[str]:
+    return sorted(load_catalog(args.catalog).models)
 
-    created, path = ensure_key_file(args.keys_dir, args.name)
-    print(json.dumps({"changed": created, "path": str(path)}))
+
+def cmd_gateway_sync_keys(args: argparse.Namespace) -> int:
+    from llmfleet.gateway import load_policy
+    from llmfleet.keys import sync_declared_keys
+
+    policy = load_policy(args.policy_file)
+    changes = sync_declared_keys(args.keys_dir, dict(policy.keys), _catalog_models(args))
+    print(json.dumps({"changed": any(changes.values()), **changes}, sort_keys=True))
     return EXIT_OK
 
 
 def cmd_gateway_render(args: argparse.Namespace) -> int:
-    from llmfleet.gateway import GatewaySettings, load_key_hashes, render_gateway
+    from llmfleet.gateway import GatewaySettings, load_policy, render_gateway
+    from llmfleet.keys import GATEWAY_STATE_FILE, load_api_keys, state_json
 
     settings = GatewaySettings.model_validate_json(args.settings_json)
+    policy = load_policy(args.policy_file)
     plans = [dep.plan for dep in load_all(args.registry)]
-    _print_json(render_gateway(settings, plans, load_key_hashes(args.keys_dir)))
+    files = render_gateway(settings, policy, plans, load_api_keys(args.keys_dir))
+    files[GATEWAY_STATE_FILE] = state_json(settings, policy, args.keys_dir, args.registry)
+    _print_json(files)
+    return EXIT_OK
+
+
+def cmd_gateway_render_apim(args: argparse.Namespace) -> int:
+    from llmfleet.apim import render_apim
+    from llmfleet.gateway import load_policy
+    from llmfleet.keys import load_api_keys
+
+    policy = load_policy(args.policy_file)
+    plans = [dep.plan for dep in load_all(args.registry)]
+    files = render_apim(policy, plans, load_api_keys(args.keys_dir))
+    for name, text in files.items():
+        path = args.out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    print(json.dumps({"out": str(args.out), "files": sorted(files)}))
+    return EXIT_OK
+
+
+def _key_policy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from llmfleet.gateway import KeyPolicy
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    return KeyPolicy(
+        models=models,
+        rpm=args.rpm,
+        tokens_per_minute=args.tokens_per_minute,
+        tokens_per_day=args.tokens_per_day,
+    )
+
+
+def _push(args: argparse.Namespace) -> dict[str, object]:
+    from llmfleet.keys import load_state, write_and_push_maps
+
+    state = load_state(args.gateway_config_dir)
+    plans = [dep.plan for dep in load_all(Path(state.registry_dir))]
+    return write_and_push_maps(state, plans)
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    from llmfleet.keys import add_key, load_state
+
+    state = load_state(args.gateway_config_dir)
+    secret = add_key(Path(state.keys_dir), args.name, _key_policy(args), _catalog_models(args))
+    result = _push(args)
+    if args.json:
+        _print_json({"name": args.name, "key": secret, **result})
+    else:
+        print(secret)
+        live = result["pushed_to_running_gateway"]
+        where = "live now" if live else "in the map files (gateway not running)"
+        print(f"key {args.name!r} added, {where}. This is the only time the key is shown.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from llmfleet.keys import list_keys, load_state
+
+    keys = list_keys(Path(load_state(args.gateway_config_dir).keys_dir))
+    if args.json:
+        _print_json({"keys": keys})
+        return EXIT_OK
+
+    def limit(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    print(f"{'NAME':20} {'SOURCE':7} {'RPM':>6} {'TOK/MIN':>9} {'TOK/DAY':>11}  MODELS")
+    for key in keys:
+        print(
+            f"{key['name']!s:20} {key['source']!s:7} {limit(key['rpm']):>6} "
+            f"{limit(key['tokens_per_minute']):>9} {limit(key['tokens_per_day']):>11}  "
+            f"{','.join(key['models'])}"  # type: ignore[arg-type]
+        )
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from llmfleet.keys import load_state, revoke_key
+
+    revoke_key(Path(load_state(args.gateway_config_dir).keys_dir), args.name)
+    result = _push(args)
+    print(json.dumps({"revoked": args.name, **result}, sort_keys=True))
     return EXIT_OK
 
 
@@ -293,13 +387,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = sub.add_parser("gateway", help="API keys and the HAProxy configuration")
     gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True, metavar="ACTION")
-    p = add("ensure-key", cmd_gateway_ensure_key, "create an API key file if it is missing", gateway_sub)
+    policy_help = "gateway policy YAML (default: built-in)"
+    p = add("sync-keys", cmd_gateway_sync_keys, "make the key store match the policy's keys", gateway_sub)
     p.add_argument("--keys-dir", type=Path, required=True)
-    p.add_argument("--name", default="default")
-    p = add("render", cmd_gateway_render, "render haproxy.cfg and maps as JSON {file: text}", gateway_sub)
+    p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
+    p = add("render", cmd_gateway_render, "render haproxy.cfg, Lua, maps as JSON {file: text}", gateway_sub)
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
     p.add_argument("--keys-dir", type=Path, required=True)
     p.add_argument("--settings-json", default="{}", help="GatewaySettings as JSON")
+    p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
+
+    p = add("render-apim", cmd_gateway_render_apim, "write the same policy for Azure APIM", gateway_sub)
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
+    p.add_argument("--keys-dir", type=Path, default=DEFAULT_GATEWAY_CONFIG_DIR / "keys")
+    p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
+    p.add_argument("--out", type=Path, required=True, help="folder for api-policy.xml, products, backends")
+
+    keys = sub.add_parser("keys", help="API keys: add, list, revoke (live, no reload)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    def keys_command(name: str, func: Callable[[argparse.Namespace], int], help_text: str):  # type: ignore[no-untyped-def]
+        p = add(name, func, help_text, keys_sub)
+        p.add_argument(
+            "--gateway-config-dir",
+            type=Path,
+            default=DEFAULT_GATEWAY_CONFIG_DIR,
+            help=f"the gateway's config directory (default {DEFAULT_GATEWAY_CONFIG_DIR})",
+        )
+        return p
+
+    p = keys_command("add", cmd_keys_add, "create a key; prints it once")
+    p.add_argument("name")
+    p.add_argument("--models", required=True, help="comma-separated model names, or * for all")
+    p.add_argument("--rpm", type=int, default=None, help="requests per minute")
+    p.add_argument("--tokens-per-minute", type=int, default=None)
+    p.add_argument("--tokens-per-day", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p = keys_command("list", cmd_keys_list, "list keys, their models and limits (no secrets)")
+    p.add_argument("--json", action="store_true")
+    p = keys_command("revoke", cmd_keys_revoke, "remove a key; it stops working at once")
+    p.add_argument("name")
 
     p = add("ready", cmd_ready, "wait until an instance lists the model and generates a token")
     p.add_argument("--url", required=True, help="instance base URL, e.g. http://127.0.0.1:8100")

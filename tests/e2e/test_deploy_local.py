@@ -190,6 +190,103 @@ def test_models_endpoint_lists_the_model(api_key):
     assert [m.id for m in client.models.list()] == [MODEL]
 
 
+def llmfleet_keys(*args: str) -> subprocess.CompletedProcess[str]:
+    gateway_config = f"{VARS['llmfleet_common_config_dir']}/gateway"
+    return subprocess.run(
+        [str(BIN / "llmfleet"), "keys", *args, "--gateway-config-dir", gateway_config],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def key_tokens_this_minute(key: str) -> int | None:
+    metrics_url = GATEWAY.rsplit(":", 1)[0] + f":{VARS['gateway_metrics_port']}/metrics/keys"
+    with urllib.request.urlopen(metrics_url, timeout=30) as resp:
+        text = resp.read().decode()
+    match = re.search(
+        rf'^llmfleet_gateway_key_tokens_window{{key="{key}",window="minute"}} (\d+)$', text, re.M
+    )
+    return int(match.group(1)) if match else None
+
+
+def test_token_quota_counts_vllm_stream_usage_and_answers_429(deployed):
+    """A key made live without a reload; a real vLLM stream spends its tokens; the next request is 429."""
+    if 60 - time.time() % 60 < 20:  # the per-minute window must not roll over mid-test
+        time.sleep(60 - time.time() % 60 + 1)
+    added = llmfleet_keys("add", "e2e-quota", "--models", MODEL, "--tokens-per-minute", "1", "--json")
+    assert added.returncode == 0, added.stderr
+    result = json.loads(added.stdout)
+    assert result["pushed_to_running_gateway"] is True
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=result["key"], timeout=120, max_retries=0)
+    try:
+        # No stream_options from the client: vLLM's --enable-force-include-usage puts usage in the stream.
+        chunks = list(
+            client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Say hello."}],
+                max_tokens=8,
+                temperature=0,
+                stream=True,
+            )
+        )
+        usage = [c.usage for c in chunks if c.usage is not None]
+        assert usage, "vLLM sent no usage in the stream"
+        # HAProxy accounts the tokens when it closes the stream, a moment after the client has it all.
+        deadline = time.monotonic() + 5
+        while key_tokens_this_minute("e2e-quota") != usage[-1].total_tokens:
+            assert time.monotonic() < deadline, (key_tokens_this_minute("e2e-quota"), usage[-1].total_tokens)
+            time.sleep(0.1)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+        assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+        assert refused.value.response.json()["error"]["code"] == "rate_limit_exceeded"
+    finally:
+        revoked = llmfleet_keys("revoke", "e2e-quota")
+    assert revoked.returncode == 0, revoked.stderr
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+def vllm_requests_running(instance_url: str) -> float:
+    with urllib.request.urlopen(instance_url.removesuffix("/v1") + "/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([\d.]+)$", text, re.M)
+    assert values, "vLLM's /metrics has no vllm:num_requests_running"
+    return sum(float(v) for v in values)
+
+
+def test_client_hang_up_cancels_the_generation_in_vllm(api_key):
+    (instance,) = status_json()["models"][0]["instances"]
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Write a very long story."}],
+            "max_tokens": 1000,
+            "ignore_eos": True,
+            "stream": True,
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"{GATEWAY}/v1/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
+    )
+    resp = urllib.request.urlopen(req, timeout=120)
+    try:
+        for _ in range(3):
+            assert resp.readline()  # the stream has started
+        assert vllm_requests_running(instance["url"]) == 1
+    finally:
+        resp.close()
+    deadline = time.monotonic() + 15
+    while vllm_requests_running(instance["url"]) != 0:
+        assert time.monotonic() < deadline, "vLLM kept generating for a client that hung up"
+        time.sleep(0.2)
+
+
 def test_staged_weights_verify_against_their_manifest(deployed):
     proc = subprocess.run(
         [str(BIN / "llmfleet"), "weights", "verify", MODEL, "--registry", str(REGISTRY)],
