@@ -11,13 +11,14 @@ MODEL ?= $(shell $(VENV)/bin/llmfleet catalog list --json 2>/dev/null | $(VENV)/
 PLAYBOOK := $(VENV)/bin/ansible-playbook -i inventories/local/hosts.yml
 STAMP := $(VENV)/.installed
 
-.PHONY: help deploy undeploy status test lint unit e2e venv host-packages clean-venv
+.PHONY: help deploy undeploy status test lint unit e2e venv host-packages clean-venv terraform-check
 
 help:
 	@echo "make deploy     deploy the default model on this machine (installs what is missing)"
 	@echo "make test       lint + unit tests + end-to-end deploy test"
 	@echo "make undeploy   remove the default model (MODEL=name for another)"
 	@echo "make status     what is deployed here"
+	@echo "make terraform-check  offline Terraform checks: fmt, validate, terraform test, checkov"
 
 # The project venv: llmfleet (editable), ansible-core, and the test tools, pinned by range.
 $(STAMP): pyproject.toml
@@ -52,15 +53,49 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check scripts tests
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/python -m llmfleet.devtools argspecs --check
+	$(VENV)/bin/python -m llmfleet.devtools gpu-table --check
 	$(VENV)/bin/ansible-playbook --syntax-check -i inventories/local/hosts.yml deploy-model.yml undeploy-model.yml
 
-unit: $(STAMP) host-packages
+unit: $(STAMP) host-packages terraform-check
 	$(VENV)/bin/python -m pytest -m "not e2e"
 
 e2e: $(STAMP) host-packages
 	$(VENV)/bin/python -m pytest -m e2e
 
 test: lint unit e2e
+
+# Terraform, offline: providers come only from the filesystem mirror named in terraform/terraform.tfrc
+# (hashicorp/aws 5.100.0 in /opt/tf-plugins). checkov lives in its own venv: it has many dependencies
+# that must not meet the project's. Every root and module directory is initialised without a backend,
+# validated and unit-tested with `terraform test` (mock provider, plan only); checkov must report zero
+# failed checks (each skip carries its reason inline, see tests/test_terraform.py).
+TERRAFORM := TF_CLI_CONFIG_FILE=$(CURDIR)/terraform/terraform.tfrc TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1 terraform
+TF_DIRS := $(patsubst %/,%,$(sort $(dir $(wildcard terraform/modules/*/main.tf)))) terraform/envs/example
+TF_DIR_CHECKS := $(addprefix tf-dir/,$(TF_DIRS))
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)' 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:" || true; }
+	touch $@
+
+# The directories are checked three at a time (each `terraform test` run starts the provider), with
+# each directory's output kept together.
+terraform-check: $(CHECKOV_STAMP)
+	$(TERRAFORM) fmt -check -recursive -diff terraform
+	$(MAKE) --no-print-directory -j3 --output-sync=target $(TF_DIR_CHECKS)
+	$(CHECKOV_VENV)/bin/checkov -d terraform --framework terraform --skip-download --quiet --compact
+
+.PHONY: $(TF_DIR_CHECKS)
+$(TF_DIR_CHECKS): tf-dir/%:
+	@echo "== $*: init, validate, test"
+	@$(TERRAFORM) -chdir=$* init -backend=false -input=false -no-color >/dev/null
+	@$(TERRAFORM) -chdir=$* validate -no-color
+	@$(TERRAFORM) -chdir=$* test -no-color | { grep -E '^(Success|Failure)|fail|Error' || true; }
 
 clean-venv:
 	rm -rf $(VENV)

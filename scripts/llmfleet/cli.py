@@ -18,6 +18,7 @@ from llmfleet.catalog import load_catalog
 from llmfleet.errors import LlmfleetError, WeightsError
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
 from llmfleet.registry import DEFAULT_REGISTRY_DIR, load_all, ports_held
+from llmfleet.tfinventory import register as register_inventory
 
 DEFAULT_GATEWAY_CONFIG_DIR = Path("/etc/llmfleet/gateway")
 
@@ -439,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supervisorctl-json", default="[]", help="supervisorctl command line as a JSON list")
 
     register_capacity(sub)
+    register_inventory(sub)
 
     p = add("status", cmd_status, "what is deployed on this host and whether it answers")
     p.add_argument("--json", action="store_true")

@@ -4,11 +4,16 @@
 from its ``defaults/main.yml``: the defaults file (each variable with the comment above it) is the one
 source, so the spec Ansible validates against cannot drift from the values actually used.
 ``--check`` exits 1 and names the stale files (``make test`` runs it).
+
+``python -m llmfleet.devtools gpu-table --write`` regenerates Terraform's GPU instance-type table
+(``terraform/modules/gpu_node_pool/gpu_instance_types.json``) from ``catalog/gpus.yml``, the one source of
+GPU facts; ``--check`` fails when the table is stale.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -95,6 +100,54 @@ def argspecs(write: bool, root: Path | None = None) -> list[Path]:
     return stale
 
 
+GPU_TABLE_NOTE = (
+    "Generated from catalog/gpus.yml by `python -m llmfleet.devtools gpu-table --write`; do not edit. "
+    "Read by the gpu_node_pool module to validate instance_type and to tag nodes."
+)
+
+
+def gpu_table_path() -> Path:
+    return (
+        Path(__file__).resolve().parents[2]
+        / "terraform"
+        / "modules"
+        / "gpu_node_pool"
+        / "gpu_instance_types.json"
+    )
+
+
+def render_gpu_table(catalog_path: Path | None = None) -> str:
+    """The instance-type table Terraform reads: every AWS GPU type with its GPU's facts folded in."""
+    from llmfleet.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
+
+    catalog = load_gpu_catalog(catalog_path or DEFAULT_GPU_CATALOG)
+    table = {}
+    for itype, spec in catalog.aws_instance_types.items():
+        gpu = catalog.gpus[spec.gpu]
+        table[itype] = {
+            "gpu": spec.gpu,
+            "gpu_count": spec.gpu_count,
+            "gpu_memory_mib": gpu.memory_mib,
+            "interconnect": gpu.interconnect,
+            "vcpus": spec.vcpus,
+            "memory_gib": spec.memory_gib,
+            "instance_store_gib": spec.instance_store_gib,
+        }
+    doc = {"_note": GPU_TABLE_NOTE, "instance_types": table}
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def gpu_table(write: bool, target: Path | None = None, catalog_path: Path | None = None) -> list[Path]:
+    """Regenerate (write) or compare (check) the Terraform GPU table; return it if it was stale."""
+    target = target or gpu_table_path()
+    wanted = render_gpu_table(catalog_path)
+    if target.exists() and target.read_text(encoding="utf-8") == wanted:
+        return []
+    if write:
+        target.write_text(wanted, encoding="utf-8")
+    return [target]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmfleet.devtools")
     sub = parser.add_subparsers(dest="tool", required=True)
@@ -102,12 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true")
     mode.add_argument("--check", action="store_true")
+    p = sub.add_parser("gpu-table", help="Terraform's GPU instance-type table from catalog/gpus.yml")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true")
+    mode.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    stale = argspecs(write=args.write)
+    stale = argspecs(write=args.write) if args.tool == "argspecs" else gpu_table(write=args.write)
     for path in stale:
         print(f"{'wrote' if args.write else 'stale'}: {path}")
     if args.check and stale:
-        print("run: .venv/bin/python -m llmfleet.devtools argspecs --write", file=sys.stderr)
+        print(f"run: .venv/bin/python -m llmfleet.devtools {args.tool} --write", file=sys.stderr)
         return 1
     return 0
 

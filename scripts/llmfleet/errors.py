@@ -49,3 +49,9 @@ class CapacityError(LlmfleetError):
     """The capacity planner cannot read a model's config, or the model does not fit as asked."""
 
     exit_code = 9
+
+
+class InventoryError(LlmfleetError):
+    """Terraform's outputs cannot be read or turned into an Ansible inventory."""
+
+    exit_code = 10
