@@ -55,6 +55,8 @@ def test_tasks_use_fully_qualified_module_names(role: Path):
                     "delay",
                     "no_log",
                     "tags",
+                    "check_mode",
+                    "delegate_facts",
                 }
             ]
             assert modules and all(m.startswith("ansible.") for m in modules), f"{path}: {task.get('name')}"

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from llmfleet.keys import (
     write_and_push_maps,
 )
 from llmfleet.plan import ModelPlan
+from llmfleet.rotation import drain, readmit, server_state
 from plans import make_plan
 
 HAPROXY = Path("/usr/sbin/haproxy")
@@ -576,6 +578,62 @@ def test_health_checks_pass_on_live_instances_and_take_dead_ones_down(gateway: G
     for server in ("model_model-a/model-a-0", "model_model-b/model-b-0", "model_model-b/model-b-1"):
         assert states[server]["status"] == "UP", states[server]
         assert states[server]["check_status"] == "L7OK", states[server]
+
+
+def test_drain_waits_for_in_flight_requests_and_sends_new_ones_elsewhere(gateway: Gateway) -> None:
+    socket_path = gateway.runtime_dir / "haproxy.sock"
+    slow = chat("model-b", fake_delay_ms=1500)
+    results: dict[str, Response] = {}
+    worker = threading.Thread(
+        target=lambda: results.setdefault(
+            "slow", call(gateway.port, "POST", "/v1/chat/completions", slow, BEARER)
+        )
+    )
+    worker.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    busy = None
+    while busy is None:
+        assert time.monotonic() < deadline, "the slow request never reached an instance"
+        for name in ("model-b-0", "model-b-1"):
+            if server_state(socket_path, "model-b", name).sessions:
+                busy = name
+        time.sleep(0.02)
+    idle = "model-b-1" if busy == "model-b-0" else "model-b-0"
+
+    outcome = drain(socket_path, "model-b", busy, timeout_s=START_TIMEOUT_S)
+    worker.join(timeout=REQUEST_TIMEOUT_S)
+    assert outcome["drained"] is True and outcome["in_flight_at_start"] == 1
+    assert outcome["in_flight_left"] == 0 and outcome["waited_s"] > 0, outcome
+    assert results["slow"].status == 200 and results["slow"].headers["x-backend-id"] == busy
+    assert server_state(socket_path, "model-b", busy).status == "DRAIN"
+    served_by = {
+        call(gateway.port, "POST", "/v1/chat/completions", chat("model-b"), BEARER).headers["x-backend-id"]
+        for _ in range(6)
+    }
+    assert served_by == {idle}, "a drained instance must get no new requests"
+
+    assert readmit(socket_path, "model-b", busy) == {"in_rotation": True, "readmitted": True}
+    assert server_state(socket_path, "model-b", busy).status == "UP"
+    # Not in rotation is not an error: nothing to drain (a first deploy, a new instance).
+    assert drain(socket_path, "model-b", "model-b-9", timeout_s=1)["in_rotation"] is False
+    assert drain(gateway.runtime_dir / "absent.sock", "model-b", busy, timeout_s=1)["in_rotation"] is False
+
+
+def test_drain_gives_up_waiting_at_its_bound(gateway: Gateway) -> None:
+    socket_path = gateway.runtime_dir / "haproxy.sock"
+    slow = chat("model-a", fake_delay_ms=3000)
+    worker = threading.Thread(target=lambda: call(gateway.port, "POST", "/v1/chat/completions", slow, BEARER))
+    worker.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while server_state(socket_path, "model-a", "model-a-0").sessions == 0:
+        assert time.monotonic() < deadline, "the slow request never reached model-a-0"
+        time.sleep(0.02)
+    try:
+        outcome = drain(socket_path, "model-a", "model-a-0", timeout_s=0.5)
+        assert outcome["in_flight_left"] == 1 and outcome["waited_s"] >= 0.5, outcome
+    finally:
+        readmit(socket_path, "model-a", "model-a-0")
+        worker.join(timeout=REQUEST_TIMEOUT_S)
 
 
 # The tests below change the running gateway (they add keys), so they come last.

@@ -213,6 +213,20 @@ def cmd_gateway_render_apim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gateway_drain(args: argparse.Namespace) -> int:
+    from llmfleet.rotation import drain
+
+    print(json.dumps(drain(args.socket, args.model, args.instance, args.timeout), sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_gateway_readmit(args: argparse.Namespace) -> int:
+    from llmfleet.rotation import readmit
+
+    print(json.dumps(readmit(args.socket, args.model, args.instance), sort_keys=True))
+    return EXIT_OK
+
+
 def _key_policy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from llmfleet.gateway import KeyPolicy
 
@@ -403,6 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys-dir", type=Path, default=DEFAULT_GATEWAY_CONFIG_DIR / "keys")
     p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
     p.add_argument("--out", type=Path, required=True, help="folder for api-policy.xml, products, backends")
+
+    socket_help = "HAProxy's admin socket (default /run/llmfleet/haproxy.sock)"
+    p = add("drain", cmd_gateway_drain, "stop new requests to an instance; wait for in-flight", gateway_sub)
+    p.add_argument("--socket", type=Path, default=Path("/run/llmfleet/haproxy.sock"), help=socket_help)
+    p.add_argument("--model", required=True)
+    p.add_argument("--instance", required=True)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for in-flight requests")
+    p = add("readmit", cmd_gateway_readmit, "put a drained instance back into rotation", gateway_sub)
+    p.add_argument("--socket", type=Path, default=Path("/run/llmfleet/haproxy.sock"), help=socket_help)
+    p.add_argument("--model", required=True)
+    p.add_argument("--instance", required=True)
 
     keys = sub.add_parser("keys", help="API keys: add, list, revoke (live, no reload)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -232,7 +232,7 @@ def sync_declared_keys(
 # --- pushing map changes to a running HAProxy ---------------------------------------------------------
 
 
-def _admin(socket_path: Path, command: str) -> str:
+def admin_command(socket_path: Path, command: str) -> str:
     """One command on HAProxy's admin socket (non-interactive: it answers and closes)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(SOCKET_TIMEOUT_S)
@@ -250,7 +250,7 @@ def _map_entries(text: str) -> list[str]:
 
 def replace_map(socket_path: Path, map_path: Path, text: str) -> None:
     """Atomically replace a loaded map's entries with those in ``text`` (no reload)."""
-    answer = _admin(socket_path, f"prepare map {map_path}")
+    answer = admin_command(socket_path, f"prepare map {map_path}")
     marker = "New version created:"
     if marker not in answer:
         raise GatewayError(f"HAProxy refused `prepare map {map_path}`: {answer.strip()}")
@@ -258,10 +258,10 @@ def replace_map(socket_path: Path, map_path: Path, text: str) -> None:
     entries = _map_entries(text)
     if entries:
         payload = "\n".join(entries)
-        answer = _admin(socket_path, f"add map @{version} {map_path} <<\n{payload}\n")
+        answer = admin_command(socket_path, f"add map @{version} {map_path} <<\n{payload}\n")
         if answer.strip():
             raise GatewayError(f"HAProxy refused the new entries of {map_path}: {answer.strip()}")
-    answer = _admin(socket_path, f"commit map @{version} {map_path}")
+    answer = admin_command(socket_path, f"commit map @{version} {map_path}")
     if answer.strip():
         raise GatewayError(f"HAProxy refused `commit map` for {map_path}: {answer.strip()}")
 
