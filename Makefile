@@ -49,8 +49,8 @@ status: $(STAMP)
 	$(VENV)/bin/llmfleet status
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check scripts tests
-	$(VENV)/bin/ruff format --check scripts tests
+	$(VENV)/bin/ruff check scripts tests bench
+	$(VENV)/bin/ruff format --check scripts tests bench
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/python -m llmfleet.devtools argspecs --check
 	$(VENV)/bin/python -m llmfleet.devtools gpu-table --check
@@ -62,7 +62,7 @@ unit: $(STAMP) host-packages terraform-check
 e2e: $(STAMP) host-packages
 	$(VENV)/bin/python -m pytest -m e2e
 
-test: lint unit e2e
+test: lint unit molecule e2e
 
 # Terraform, offline: providers come only from the filesystem mirror named in terraform/terraform.tfrc
 # (hashicorp/aws 5.100.0 in /opt/tf-plugins). checkov lives in its own venv: it has many dependencies
@@ -99,3 +99,34 @@ $(TF_DIR_CHECKS): tf-dir/%:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Molecule: one scenario per GPU-node role, each on a podman test host (tests/hosts, systemd as PID 1).
+# molecule, its podman driver, testinfra and ansible-lint live in their own venv (the `molecule` extra), so
+# the project venv stays lean; the collections come from the `ansible` wheel, offline (tests/molecule).
+# Downloaded .debs are cached per scenario under /var/tmp/llmfleet-molecule-apt.
+MOLECULE_VENV := .venv-molecule
+MOLECULE_ANSIBLE := 12.3.0
+MOLECULE_STAMP := $(MOLECULE_VENV)/.installed
+MOLECULE_ROLES := container_runtime nvidia_container_toolkit nvidia_driver vllm_container
+MOLECULE_ENV := CONTAINERS_CONF=$(CURDIR)/tests/hosts/containers.conf \
+  ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(MOLECULE_VENV)/collections ANSIBLE_ROLES_PATH=$(CURDIR)/ansible/roles \
+  PATH=$(CURDIR)/$(MOLECULE_VENV)/bin:$$PATH
+
+$(MOLECULE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MOLECULE_VENV)
+	$(MOLECULE_VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[molecule]' 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:" || true; }
+	tests/molecule/install-collections.sh $(MOLECULE_VENV)/bin/python $(MOLECULE_VENV)/collections $(MOLECULE_ANSIBLE)
+	touch $@
+
+.PHONY: molecule ansible-lint
+molecule: $(MOLECULE_STAMP) host-packages ansible-lint
+	CONTAINERS_CONF=tests/hosts/containers.conf tests/hosts/build-image.sh
+	mkdir -p $(addprefix /var/tmp/llmfleet-molecule-apt/,$(MOLECULE_ROLES))
+	for role in $(MOLECULE_ROLES); do \
+	  echo "== molecule: $$role"; \
+	  (cd ansible/roles/$$role && $(MOLECULE_ENV) molecule test) || exit 1; \
+	done
+
+ansible-lint: $(MOLECULE_STAMP)
+	$(MOLECULE_ENV) ansible-lint -c tests/molecule/ansible-lint.yml --project-dir . $(addprefix ansible/roles/,$(MOLECULE_ROLES) preflight)

@@ -16,6 +16,7 @@ from llmfleet import __version__
 from llmfleet.capacity.cli import register as register_capacity
 from llmfleet.catalog import load_catalog
 from llmfleet.errors import LlmfleetError, WeightsError
+from llmfleet.gpucli import register as register_gpu
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
 from llmfleet.registry import DEFAULT_REGISTRY_DIR, load_all, ports_held
 from llmfleet.tfinventory import register as register_inventory
@@ -466,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_capacity(sub)
     register_inventory(sub)
+    register_gpu(sub)
 
     p = add("status", cmd_status, "what is deployed on this host and whether it answers")
     p.add_argument("--json", action="store_true")

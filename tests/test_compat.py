@@ -1,0 +1,78 @@
+"""The compatibility matrix (images/compat.yml) and the driver check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmfleet.gpucompat import CompatError, check_driver, load_compat, version_tuple
+from llmfleet.topology import gather
+
+FIXTURES = Path(__file__).parent / "fixtures" / "nvidia"
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return load_compat()
+
+
+def test_published_minimum_drivers(matrix):
+    # NVIDIA's CUDA Toolkit release notes, "CUDA Toolkit and Corresponding Driver Versions", Linux x86_64.
+    assert matrix.min_driver("12.4") == "550.54.14"
+    assert matrix.min_driver("12.6") == "560.28.03"
+    assert matrix.min_driver("12.8") == "570.26"
+
+
+def test_floors_rise_with_cuda(matrix):
+    ordered = sorted(matrix.cuda_min_driver, key=version_tuple)
+    drivers = [version_tuple(matrix.cuda_min_driver[c]) for c in ordered]
+    assert drivers == sorted(drivers)
+
+
+def test_versions_compare_as_numbers():
+    assert version_tuple("570.26") > version_tuple("560.28.03")
+    assert version_tuple("1000.1") > version_tuple("999.9")
+
+
+def test_every_image_names_a_known_cuda(tmp_path: Path):
+    bad = tmp_path / "compat.yml"
+    bad.write_text(
+        "schema_version: 1\ncuda_min_driver: {'12.4': '550.54.14'}\n"
+        "images: {v9: {repository: r, cuda: '12.8', digest: ''}}\n"
+    )
+    with pytest.raises(CompatError, match=r"CUDA 12\.8 has no minimum driver"):
+        load_compat(bad)
+
+
+def test_digest_must_be_sha256(tmp_path: Path):
+    bad = tmp_path / "compat.yml"
+    bad.write_text(
+        "schema_version: 1\ncuda_min_driver: {'12.4': '550.54.14'}\n"
+        "images: {v9: {repository: r, cuda: '12.4', digest: 'latest'}}\n"
+    )
+    with pytest.raises(CompatError, match=r"images.v9.digest"):
+        load_compat(bad)
+
+
+def test_driver_new_enough_passes(matrix):
+    assert check_driver(matrix, "v0.6.6", gather(fixture_dir=FIXTURES / "dgx-h100-8gpu")) == []
+
+
+def test_old_driver_refused_with_the_fix(matrix):
+    refusals = check_driver(matrix, "v0.10.2", gather(fixture_dir=FIXTURES / "dgx-h100-8gpu"))
+    assert len(refusals) == 1
+    msg = refusals[0].message
+    assert "driver 550.54.15 is too old for image v0.10.2 (CUDA 12.8 needs >= 570.26)" in msg
+    assert "nvidia_driver_branch >= 570" in msg
+
+
+def test_535_host_cannot_run_a_cuda_12_4_image(matrix):
+    refusals = check_driver(matrix, "v0.6.6", gather(fixture_dir=FIXTURES / "pcie-l40s-2socket"))
+    assert [r.check for r in refusals] == ["driver"]
+    assert "535.183.01" in refusals[0].message and ">= 550.54.14" in refusals[0].message
+
+
+def test_unknown_image_lists_known_ones(matrix):
+    with pytest.raises(CompatError, match=r"known: v0.10.2, v0.6.6, v0.9.2"):
+        matrix.image("v0.0.1")
