@@ -96,6 +96,72 @@ class Architecture(_Strict):
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
+# Seed 002's rule. vLLM arguments that change what the model outputs are fixed per model: the catalog's
+# `serving` block and the planner set them, and neither an inventory (deployment_plan_extra_args) nor a
+# sweep may override them. Each maps to the reason given when a deploy tries.
+FIXED_ARGS: dict[str, str] = {
+    "--dtype": "the precision of the weights and activations (catalog serving.dtype)",
+    "--quantization": "the weights' quantization",
+    "-q": "the weights' quantization",
+    "--kv-cache-dtype": "the precision of the KV cache",
+    "--max-model-len": "the context length (catalog serving.max_model_len)",
+    "--speculative-config": "speculative decoding",
+    "--speculative-model": "speculative decoding",
+    "--num-speculative-tokens": "speculative decoding",
+    "--chat-template": "the chat template (catalog serving.chat_template)",
+    "--chat-template-content-format": "how the chat template renders messages",
+    "--model": "the weights being served (the planner sets the staged copy)",
+    "--tokenizer": "the tokenizer",
+    "--revision": "the weights' revision",
+    "--tokenizer-revision": "the tokenizer's revision",
+    "--hf-overrides": "the model's configuration",
+    "--generation-config": "the default sampling parameters",
+    "--override-generation-config": "the default sampling parameters",
+    "--seed": "the sampling seed",
+    "--served-model-name": "the name clients and the gateway route on (the planner sets it)",
+    "--runner": "what the model computes (generation or pooling; the catalog's task)",
+}
+
+# Arguments that only change placement and speed: an inventory may set them and a sweep may vary them.
+TUNABLE_ARGS: frozenset[str] = frozenset(
+    {
+        "--tensor-parallel-size",
+        "-tp",
+        "--pipeline-parallel-size",
+        "-pp",
+        "--data-parallel-size",
+        "--enable-expert-parallel",
+        "--max-num-seqs",
+        "--max-num-batched-tokens",
+        "--enable-chunked-prefill",
+        "--enable-prefix-caching",
+        "--no-enable-prefix-caching",
+        "--gpu-memory-utilization",
+        "--block-size",
+        "--swap-space",
+        "--enforce-eager",
+    }
+)
+
+
+def arg_flag(arg: str) -> str | None:
+    """The option an argv item names, normalised as vLLM's parser does (``--max_model_len=2`` ->
+    ``--max-model-len``); ``None`` for a value."""
+    if not arg.startswith("-") or arg == "-" or arg.lstrip("-").replace(".", "").isdigit():
+        return None
+    flag = arg.split("=", 1)[0]
+    return "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+
+
+def fixed_args_in(args: list[str]) -> list[tuple[str, str]]:
+    """The (option, reason) pairs of ``args`` that seed 002's rule keeps fixed per model."""
+    found = []
+    for arg in args:
+        flag = arg_flag(arg)
+        if flag in FIXED_ARGS:
+            found.append((flag, FIXED_ARGS[flag]))
+    return found
+
 
 class Serving(_Strict):
     """Arguments that change what the model outputs. Fixed per model; a sweep never varies them."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llmfleet import __version__
+from llmfleet.bench.cli import register as register_bench
 from llmfleet.capacity.cli import register as register_capacity
 from llmfleet.catalog import load_catalog
 from llmfleet.errors import LlmfleetError, WeightsError
@@ -467,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_capacity(sub)
     register_inventory(sub)
+    register_bench(sub)
     register_gpu(sub)
 
     p = add("status", cmd_status, "what is deployed on this host and whether it answers")

@@ -18,6 +18,7 @@ from llmfleet.catalog import (
     PypiGgufSource,
     PypiSnapshotSource,
     S3Source,
+    fixed_args_in,
 )
 from llmfleet.errors import PlanError
 
@@ -198,6 +199,15 @@ def plan_model(
         raise PlanError(
             "the gpu profile is planned by the capacity planner, which this release does not have yet; "
             "set llmfleet_common_profile: cpu"
+        )
+    fixed = fixed_args_in(settings.extra_args)
+    if fixed:
+        reasons = "; ".join(f"{flag} sets {why}" for flag, why in fixed)
+        raise PlanError(
+            f"deployment_plan_extra_args for {name!r} overrides what the model outputs ({reasons}). "
+            "Seed 002's rule: such arguments are fixed per model in catalog/models.yml (serving); "
+            "an inventory or a sweep may only set placement and speed (tensor/pipeline parallel size, "
+            "max-num-seqs, max-num-batched-tokens, instances). Remove them from deployment_plan_extra_args."
         )
     dtype = entry.serving.dtype
     cache = kv_cache(entry.architecture, dtype, settings.kv_cache_gib, entry.serving.max_model_len)
