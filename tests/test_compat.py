@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.gpucompat import CompatError, check_driver, load_compat, version_tuple
+from llmfleet.errors import CompatError
+from llmfleet.gpucompat import check_driver, load_compat, version_tuple
 from llmfleet.topology import gather
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia"

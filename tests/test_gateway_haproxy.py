@@ -34,8 +34,9 @@ from llmfleet.keys import (
     sync_declared_keys,
     write_and_push_maps,
 )
+from llmfleet.keys import admin_command as keys_admin_command
 from llmfleet.plan import ModelPlan
-from llmfleet.rotation import drain, readmit, server_state
+from llmfleet.rotation import drain, readmit, server_state, stat_rows
 from plans import make_plan
 
 HAPROXY = Path("/usr/sbin/haproxy")
@@ -542,14 +543,7 @@ def test_metrics_port_serves_prometheus_text(gateway: Gateway) -> None:
 
 
 def admin_command(gateway: Gateway, command: str) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(REQUEST_TIMEOUT_S)
-        sock.connect(str(gateway.runtime_dir / "haproxy.sock"))
-        sock.sendall(command.encode() + b"\n")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    return answer.decode()
+    return keys_admin_command(gateway.runtime_dir / "haproxy.sock", command)
 
 
 def wait_for_status(gateway: Gateway, headers: dict[str, str], status: int) -> None:
@@ -561,13 +555,9 @@ def wait_for_status(gateway: Gateway, headers: dict[str, str], status: int) -> N
 
 def server_states(gateway: Gateway) -> dict[str, dict[str, str]]:
     """{backend/server: row of "show stat"} from the admin socket."""
-    header, *rows = admin_command(gateway, "show stat").lstrip("# ").splitlines()
-    columns = header.split(",")
-    states = {}
-    for row in filter(None, rows):
-        fields = dict(zip(columns, row.split(","), strict=False))
-        states[f"{fields['pxname']}/{fields['svname']}"] = fields
-    return states
+    return {
+        f"{row['pxname']}/{row['svname']}": row for row in stat_rows(gateway.runtime_dir / "haproxy.sock")
+    }
 
 
 def test_health_checks_pass_on_live_instances_and_take_dead_ones_down(gateway: Gateway) -> None:

@@ -17,12 +17,16 @@ from llmfleet.bench.cli import register as register_bench
 from llmfleet.capacity.cli import register as register_capacity
 from llmfleet.catalog import load_catalog
 from llmfleet.errors import LlmfleetError, WeightsError
+from llmfleet.gateway import GatewaySettings
 from llmfleet.gpucli import register as register_gpu
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
 from llmfleet.registry import DEFAULT_REGISTRY_DIR, load_all, ports_held
 from llmfleet.tfinventory import register as register_inventory
 
-DEFAULT_GATEWAY_CONFIG_DIR = Path("/etc/llmfleet/gateway")
+# One source for where a gateway lives: GatewaySettings' defaults, which the gateway role also starts from.
+_GATEWAY_DEFAULTS = {name: field.default for name, field in GatewaySettings.model_fields.items()}
+DEFAULT_GATEWAY_CONFIG_DIR = Path(_GATEWAY_DEFAULTS["config_dir"])
+DEFAULT_GATEWAY_SOCKET = Path(_GATEWAY_DEFAULTS["runtime_dir"]) / "haproxy.sock"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -420,14 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
     p.add_argument("--out", type=Path, required=True, help="folder for api-policy.xml, products, backends")
 
-    socket_help = "HAProxy's admin socket (default /run/llmfleet/haproxy.sock)"
+    socket_help = f"HAProxy's admin socket (default {DEFAULT_GATEWAY_SOCKET})"
     p = add("drain", cmd_gateway_drain, "stop new requests to an instance; wait for in-flight", gateway_sub)
-    p.add_argument("--socket", type=Path, default=Path("/run/llmfleet/haproxy.sock"), help=socket_help)
+    p.add_argument("--socket", type=Path, default=DEFAULT_GATEWAY_SOCKET, help=socket_help)
     p.add_argument("--model", required=True)
     p.add_argument("--instance", required=True)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for in-flight requests")
     p = add("readmit", cmd_gateway_readmit, "put a drained instance back into rotation", gateway_sub)
-    p.add_argument("--socket", type=Path, default=Path("/run/llmfleet/haproxy.sock"), help=socket_help)
+    p.add_argument("--socket", type=Path, default=DEFAULT_GATEWAY_SOCKET, help=socket_help)
     p.add_argument("--model", required=True)
     p.add_argument("--instance", required=True)
 

@@ -55,3 +55,15 @@ class InventoryError(LlmfleetError):
     """Terraform's outputs cannot be read or turned into an Ansible inventory."""
 
     exit_code = 10
+
+
+class TopologyError(LlmfleetError):
+    """nvidia-smi output or sysfs cannot be read, or a GPU set cannot be placed on one NUMA node."""
+
+    exit_code = 11
+
+
+class CompatError(LlmfleetError):
+    """The host's driver, GPUs or free memory do not fit the image or the plan."""
+
+    exit_code = 12

@@ -401,10 +401,12 @@ def _openai_error(
     return text.replace("'", "\\u0027")
 
 
-def _log_format_error(message: str, code: str, param: str | None, expression: str) -> str:
+def _log_format_error(
+    message: str, code: str, param: str | None, expression: str, kind: str = "invalid_request_error"
+) -> str:
     """An OpenAI error body for an lf-string: static parts escaped by json.dumps, the dynamic part by
     HAProxy's json converter, and any literal '%' doubled as the log-format syntax requires."""
-    text = _openai_error(message, code, param).replace("%", "%%")
+    text = _openai_error(message, code, param, kind).replace("%", "%%")
     return text.replace(json.dumps(_DYNAMIC_PLACEHOLDER)[1:-1], expression)
 
 
@@ -431,14 +433,16 @@ def _error_bodies(policy: GatewayPolicy) -> dict[str, str]:
             "rate_limit_exceeded",
             None,
             retry_after,
-        ).replace('"type":"invalid_request_error"', '"type":"tokens"'),
+            kind="tokens",
+        ),
         "rate_limit_tokens_per_day": _log_format_error(
             "This API key used its tokens for today, UTC (tokens_per_day); retry in "
             f"{_DYNAMIC_PLACEHOLDER} seconds.",
             "insufficient_quota",
             None,
             retry_after,
-        ).replace('"type":"invalid_request_error"', '"type":"tokens"'),
+            kind="tokens",
+        ),
         "invalid_api_key": _openai_error(
             "Missing or invalid API key. Send it as `Authorization: Bearer <key>` or in an `api-key` header.",
             "invalid_api_key",

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from llmfleet.gpucompat import DEFAULT_COMPAT, CompatError, load_compat, preflight
+from llmfleet.errors import CompatError
+from llmfleet.gpucompat import DEFAULT_COMPAT, load_compat, preflight
 from llmfleet.topology import gather
 
 

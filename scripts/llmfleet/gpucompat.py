@@ -13,15 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmfleet.errors import LlmfleetError
-from llmfleet.topology import GpuTopology, TopologyError, format_cpulist, placement
+from llmfleet.errors import CompatError, TopologyError
+from llmfleet.topology import GpuTopology, format_cpulist, placement
 
 DEFAULT_COMPAT = Path(__file__).resolve().parents[2] / "images" / "compat.yml"
 MIB = 1024 * 1024
-
-
-class CompatError(LlmfleetError):
-    exit_code = 12
 
 
 class ImageEntry(BaseModel):

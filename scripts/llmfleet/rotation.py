@@ -32,18 +32,22 @@ def backend_name(model: str) -> str:
     return f"model_{model}"
 
 
-def server_state(socket_path: Path, model: str, instance: str) -> ServerState:
-    """The server's row in ``show stat``; not in rotation when the socket or the server is absent."""
+def stat_rows(socket_path: Path) -> list[dict[str, str]]:
+    """``show stat`` as one {column: value} per proxy and server; none when HAProxy is not running."""
     if not socket_path.exists():
-        return ServerState(in_rotation=False)
+        return []
     try:
         answer = admin_command(socket_path, "show stat")
     except (ConnectionRefusedError, FileNotFoundError):
-        return ServerState(in_rotation=False)
+        return []
     header, *rows = answer.lstrip("# ").splitlines()
     columns = header.split(",")
-    for row in rows:
-        fields = dict(zip(columns, row.split(","), strict=False))
+    return [dict(zip(columns, row.split(","), strict=False)) for row in rows if row]
+
+
+def server_state(socket_path: Path, model: str, instance: str) -> ServerState:
+    """The server's row in ``show stat``; not in rotation when the socket or the server is absent."""
+    for fields in stat_rows(socket_path):
         if fields.get("pxname") == backend_name(model) and fields.get("svname") == instance:
             return ServerState(
                 in_rotation=True,

@@ -24,19 +24,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmfleet.errors import LlmfleetError
+from llmfleet.errors import TopologyError
 
 QUERY_FIELDS = ("index", "name", "pci.bus_id", "memory.total", "memory.used", "memory.free", "driver_version")
 NVIDIA_SMI_QUERY = [f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NVLINK = re.compile(r"^NV(\d+)$")
 _CUDA = re.compile(r"CUDA Version:\s*(\d+\.\d+)")
-
-
-class TopologyError(LlmfleetError):
-    """nvidia-smi output or sysfs cannot be read, or a GPU set cannot be placed on one NUMA node."""
-
-    exit_code = 11
 
 
 class _Frozen(BaseModel):

@@ -114,6 +114,28 @@ core.register_task(function()
     end
 end)
 
+-- The journal this process appends to, kept open: a request's end is a hot path; opening a file is not
+-- free. A new UTC day opens the next file.
+local journal = { path = nil, file = nil }
+
+local function journal_for(epoch)
+    local path = journal_path(epoch)
+    if journal.path ~= path then
+        if journal.file ~= nil then
+            journal.file:close()
+            journal.path, journal.file = nil, nil
+        end
+        local file, err = io.open(path, "a")
+        if file == nil then
+            return nil, err
+        end
+        -- Line buffering: each line leaves in one append, so other processes only ever read whole lines.
+        file:setvbuf("line")
+        journal.path, journal.file = path, file
+    end
+    return journal.file
+end
+
 local function record(key, model, code, tokens)
     local now = os.time()
     local series = key .. " " .. model
@@ -121,13 +143,12 @@ local function record(key, model, code, tokens)
     if tokens > 0 then
         tokens_total[series] = (tokens_total[series] or 0) + tokens
         account(now, key, tokens)
-        local file, err = io.open(journal_path(now), "a")
+        local file, err = journal_for(now)
         if file == nil then
             core.Warning("llmfleet.lua: cannot append to the token journal: " .. tostring(err))
             return
         end
         file:write(string.format("%d %s %s %d %s\n", now, key, model, tokens, process_tag))
-        file:close()
     end
 end
 
