@@ -101,3 +101,58 @@ def test_memory_budget_refusal_names_the_knobs(catalog):
 def test_gpu_profile_is_refused_until_the_capacity_planner_exists(catalog, cpu_host):
     with pytest.raises(PlanError, match="set llmfleet_common_profile: cpu"):
         plan_model(MODEL, catalog.get(MODEL), cpu_host, DeploymentSettings(profile="gpu"))
+
+
+def _host(memory_gib: int) -> HostFacts:
+    return HostFacts(hostname="n", cpus=list(range(4)), memory_bytes=memory_gib * GIB, gpu_count=0)
+
+
+def test_an_unchanged_redeploy_keeps_names_and_ports_and_retires_nothing(catalog):
+    settings = DeploymentSettings(profile="cpu", instances=2)
+    first = plan_model(MODEL, catalog.get(MODEL), _host(24), settings)
+    assert first.update and first.update.strategy == "initial"
+    again = plan_model(MODEL, catalog.get(MODEL), _host(24), settings, previous=first)
+    assert again.update and again.update.strategy == "unchanged" and again.update.retire == []
+    assert again.instances == first.instances
+
+
+def test_a_change_with_room_is_blue_green_on_new_names_and_ports(catalog):
+    first = plan_model(MODEL, catalog.get(MODEL), _host(24), DeploymentSettings(profile="cpu", instances=2))
+    changed = DeploymentSettings(profile="cpu", instances=2, max_num_seqs=8)
+    green = plan_model(MODEL, catalog.get(MODEL), _host(24), changed, previous=first)
+    assert green.update and green.update.strategy == "blue-green"
+    assert [i.name for i in green.instances] == [f"{MODEL}-2", f"{MODEL}-3"]
+    assert [r.name for r in green.update.retire] == [f"{MODEL}-0", f"{MODEL}-1"]
+    assert not {i.port for i in green.instances} & {i.port for i in first.instances}
+    assert [r.url for r in green.update.retire] == [i.url for i in first.instances]
+    # The next change flips back to the free names.
+    back = plan_model(
+        MODEL, catalog.get(MODEL), _host(24), DeploymentSettings(profile="cpu", instances=2), previous=green
+    )
+    assert [i.name for i in back.instances] == [f"{MODEL}-0", f"{MODEL}-1"]
+    assert back.update and [r.name for r in back.update.retire] == [f"{MODEL}-2", f"{MODEL}-3"]
+
+
+def test_a_change_without_room_rolls_in_place_and_says_why(catalog):
+    # Two instances of 1 GiB KV cache fit a 4 GiB host's 3.2 GiB budget; four do not.
+    settings = DeploymentSettings(profile="cpu", instances=2)
+    first = plan_model(MODEL, catalog.get(MODEL), _host(4), settings)
+    changed = settings.model_copy(update={"max_num_seqs": 8})
+    rolled = plan_model(MODEL, catalog.get(MODEL), _host(4), changed, previous=first)
+    assert rolled.update and rolled.update.strategy == "rolling"
+    assert "no room for a second copy" in rolled.update.reason
+    assert [(i.name, i.port) for i in rolled.instances] == [(i.name, i.port) for i in first.instances]
+    with pytest.raises(PlanError, match="set deployment_plan_update_strategy to rolling or auto"):
+        plan_model(
+            MODEL, catalog.get(MODEL), _host(4), changed.model_copy(update={"update_strategy": "blue-green"}),
+            previous=first,
+        )  # fmt: skip
+
+
+def test_rolling_when_asked_even_with_room_and_fewer_instances_retire_the_rest(catalog):
+    first = plan_model(MODEL, catalog.get(MODEL), _host(24), DeploymentSettings(profile="cpu", instances=3))
+    fewer = DeploymentSettings(profile="cpu", instances=2, update_strategy="rolling")
+    rolled = plan_model(MODEL, catalog.get(MODEL), _host(24), fewer, previous=first)
+    assert rolled.update and rolled.update.strategy == "rolling"
+    assert [i.name for i in rolled.instances] == [f"{MODEL}-0", f"{MODEL}-1"]
+    assert [r.name for r in rolled.update.retire] == [f"{MODEL}-2"]

@@ -20,7 +20,7 @@ from llmfleet.errors import LlmfleetError, WeightsError
 from llmfleet.gateway import GatewaySettings
 from llmfleet.gpucli import register as register_gpu
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
-from llmfleet.registry import DEFAULT_REGISTRY_DIR, load_all, ports_held
+from llmfleet.registry import DEFAULT_REGISTRY_DIR, deployed_plan, load_all, ports_held
 from llmfleet.tfinventory import register as register_inventory
 
 # One source for where a gateway lives: GatewaySettings' defaults, which the gateway role also starts from.
@@ -80,7 +80,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         host = gather()[0]
     taken, previous = ports_held(args.registry, args.model)
-    plan = plan_model(args.model, entry, host, settings, ports_taken=taken, previous_ports=previous)
+    plan = plan_model(
+        args.model,
+        entry,
+        host,
+        settings,
+        ports_taken=taken,
+        previous_ports=previous,
+        previous=deployed_plan(args.registry, args.model),
+    )
     _print_json(plan.model_dump(mode="json"))
     return EXIT_OK
 

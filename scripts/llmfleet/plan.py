@@ -7,6 +7,7 @@ the ports other models already hold), so the same input always gives the same pl
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +57,10 @@ class DeploymentSettings(BaseModel):
     serving_root: str = "/var/lib/llmfleet/serving"
     vllm_python: str = "/opt/llmfleet/vllm-venv/bin/python"
     extra_args: list[str] = Field(default_factory=list)
+    # How a changed deployment is replaced: one instance at a time (rolling), or a whole second copy
+    # started, gated and switched to in the gateway before the first is retired (blue-green). auto is
+    # blue-green when the host has room for both copies, else rolling.
+    update_strategy: Literal["auto", "rolling", "blue-green"] = "auto"
 
 
 class KvCache(BaseModel):
@@ -82,6 +87,24 @@ class Instance(BaseModel):
     env: dict[str, str]
 
 
+class Retiring(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    url: str  # to see, from vLLM's own metrics, when it serves no request any more
+
+
+class Update(BaseModel):
+    """How this plan replaces the one deployed before it, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    strategy: Literal["initial", "unchanged", "rolling", "blue-green"]
+    reason: str
+    # Instances of the previous plan that this one does not keep; stopped once nothing routes to them.
+    retire: list[Retiring] = Field(default_factory=list)
+
+
 class ModelPlan(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -91,6 +114,8 @@ class ModelPlan(BaseModel):
     revision: str
     weights_path: str
     instances: list[Instance]
+    # Records written before blue-green existed have none.
+    update: Update | None = None
 
 
 def kv_bytes_per_token(arch: Architecture, dtype: str) -> int:
@@ -189,6 +214,86 @@ def plan_model(
     settings: DeploymentSettings,
     ports_taken: set[int] | None = None,
     previous_ports: list[int] | None = None,
+    previous: ModelPlan | None = None,
+) -> ModelPlan:
+    """The model's plan on this host; with ``previous`` (what is deployed now), also how to replace it.
+
+    Unchanged instances keep their names and ports, so a second deploy changes nothing. A changed plan
+    is rolled in place (same names and ports, one instance at a time), or, blue-green, gets instances
+    with new names and ports beside the old ones, which it lists to retire after the gateway switch.
+    """
+    taken = set(ports_taken or set())
+    if previous is None:
+        plan = _plan_instances(name, entry, host, settings, taken, previous_ports or [], first_index=0)
+        first = Update(strategy="initial", reason="nothing deployed before")
+        return plan.model_copy(update={"update": first})
+    old_names = [inst.name for inst in previous.instances]
+    old_ports = [inst.port for inst in previous.instances]
+    in_place = _plan_instances(
+        name, entry, host, settings, taken, old_ports, first_index=_first_index(name, old_names)
+    )
+    kept = {inst.name for inst in in_place.instances}
+    retire = [Retiring(name=i.name, url=i.url) for i in previous.instances if i.name not in kept]
+    if _same_instances(in_place, previous):
+        same = Update(strategy="unchanged", reason="the plan is the same")
+        return in_place.model_copy(update={"update": same})
+    need = 2 * settings.instances * _instance_bytes(entry, settings)
+    budget = int(host.memory_bytes * settings.memory_budget_fraction)
+    room = need <= budget
+    if settings.update_strategy == "rolling" or (settings.update_strategy == "auto" and not room):
+        why = (
+            "deployment_plan_update_strategy is rolling"
+            if settings.update_strategy == "rolling"
+            else f"no room for a second copy: both need {need / GIB:.1f} GiB, budget {budget / GIB:.1f} GiB"
+        )
+        return in_place.model_copy(update={"update": Update(strategy="rolling", reason=why, retire=retire)})
+    if not room:
+        raise PlanError(
+            f"blue-green needs room for two copies of {name}: {need / GIB:.1f} GiB (weights + KV cache) "
+            f"against a budget of {budget / GIB:.1f} GiB on {host.hostname}; set "
+            "deployment_plan_update_strategy to rolling or auto, or lower deployment_plan_kv_cache_gib"
+        )
+    indices = {_index_of(name, n) for n in old_names}
+    first = 0 if indices.isdisjoint(range(settings.instances)) else max(indices) + 1
+    green = _plan_instances(name, entry, host, settings, taken | set(old_ports), [], first_index=first)
+    return green.model_copy(
+        update={
+            "update": Update(
+                strategy="blue-green",
+                reason=f"room for a second copy ({need / GIB:.1f} of {budget / GIB:.1f} GiB)",
+                retire=[Retiring(name=i.name, url=i.url) for i in previous.instances],
+            )
+        }
+    )
+
+
+def _index_of(model: str, instance: str) -> int:
+    match = re.fullmatch(re.escape(model) + r"-([0-9]+)", instance)
+    if not match:
+        raise PlanError(f"instance {instance!r} of the deployment record is not named {model}-<number>")
+    return int(match.group(1))
+
+
+def _first_index(model: str, names: list[str]) -> int:
+    return min(_index_of(model, n) for n in names) if names else 0
+
+
+def _same_instances(new: ModelPlan, old: ModelPlan) -> bool:
+    return [i.model_dump() for i in new.instances] == [i.model_dump() for i in old.instances]
+
+
+def _instance_bytes(entry: ModelEntry, settings: DeploymentSettings) -> int:
+    return weights_bytes(entry.architecture, entry.serving.dtype) + settings.kv_cache_gib * GIB
+
+
+def _plan_instances(
+    name: str,
+    entry: ModelEntry,
+    host: HostFacts,
+    settings: DeploymentSettings,
+    ports_taken: set[int],
+    previous_ports: list[int],
+    first_index: int,
 ) -> ModelPlan:
     if settings.profile not in entry.profiles:
         raise PlanError(
@@ -217,7 +322,7 @@ def plan_model(
             f"of max_model_len {entry.serving.max_model_len}; raise deployment_plan_kv_cache_gib to at least "
             f"{-(-entry.serving.max_model_len * cache.bytes_per_token // GIB)}"
         )
-    need = settings.instances * (weights_bytes(entry.architecture, dtype) + cache.space_bytes)
+    need = settings.instances * _instance_bytes(entry, settings)
     budget = int(host.memory_bytes * settings.memory_budget_fraction)
     if need > budget:
         raise PlanError(
@@ -227,7 +332,7 @@ def plan_model(
         )
     revision = revision_id(entry)
     weights_path = f"{settings.serving_root}/{name}/{revision}"
-    ports = pick_ports(settings.instances, settings.base_port, ports_taken or set(), previous_ports or [])
+    ports = pick_ports(settings.instances, settings.base_port, ports_taken, previous_ports)
     instances = []
     for index, (port, cpus) in enumerate(zip(ports, split_cpus(host.cpus, settings.instances), strict=True)):
         argv = [
@@ -263,7 +368,7 @@ def plan_model(
         }
         instances.append(
             Instance(
-                name=f"{name}-{index}",
+                name=f"{name}-{first_index + index}",
                 model=name,
                 task=entry.task,
                 port=port,

@@ -72,6 +72,11 @@ def ports_held(registry_dir: Path, except_model: str) -> tuple[set[int], list[in
     return taken, previous
 
 
+def deployed_plan(registry_dir: Path, model: str) -> ModelPlan | None:
+    """The plan ``model`` is deployed with now, if it is."""
+    return next((dep.plan for dep in load_all(registry_dir) if dep.model == model), None)
+
+
 def write_record(registry_dir: Path, deployment: Deployment) -> bool:
     registry_dir.mkdir(parents=True, exist_ok=True)
     path = record_path(registry_dir, deployment.model)
