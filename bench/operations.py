@@ -7,9 +7,12 @@ Scenarios (each under the same load, on a deployment of two CPU instances of the
            it, and it is re-admitted after its checks pass. Target: no more failures than requests
            in flight on that instance when it died.
   reload   three gateway reloads (SIGUSR2 to HAProxy's master). Target: 0 failed requests.
+  bluegreen  a redeploy that changes every instance's arguments, blue-green: a second pair of instances
+           is started and gated beside the first, the gateway switches to it, and the first pair is
+           retired once vLLM serves nothing on it. Target: 0 failed requests.
 
 Run (deploys with tests/e2e/operations-vars.yml: gateway on 48000; undeploys at the end):
-  .venv/bin/python bench/operations.py [--scenario rolling kill reload] [--concurrency 4] [--keep]
+  .venv/bin/python bench/operations.py [--scenario rolling kill reload bluegreen] [--concurrency 4] [--keep]
 
 Loopback only; every loop is bounded in count and time. The load mixes short non-streamed chat
 requests with streamed ones (one in four), each on a fresh connection, as independent clients would.
@@ -65,7 +68,7 @@ def status(vars_: dict) -> dict:
         [str(BIN / "llmfleet"), "status", "--json", "--registry", str(registry)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=True,
     )
     return json.loads(proc.stdout)
@@ -159,57 +162,109 @@ class Load:
             return list(self.outcomes)
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """A disturbance in three steps, so that only the disturbance itself runs under the load.
+
+    On two cores the CPU instances under load starve every new process (``llmfleet status`` took 17 to
+    49 s instead of 0.6 s), so whatever needs the CLI or supervisorctl runs before the load starts or
+    after it stops; under the load only the disturbance and in-process admin-socket reads run.
+    """
+
+    prepare: Callable[[dict, Path], dict]  # before the load: look up pids and state
+    disturb: Callable[[dict, dict], dict]  # under the load
+    report: Callable[[dict, dict], dict]  # after the load: check what changed
+
+
 def run_under_load(
-    base_url: str, api_key: str, concurrency: int, action: Callable[[], dict], warmup_s: float = 5.0
+    base_url: str,
+    api_key: str,
+    concurrency: int,
+    scenario: Scenario,
+    vars_: dict,
+    vars_file: Path,
+    warmup_s: float = 5.0,
 ) -> dict:
-    """Start the load, let it settle, run the action, stop; report the requests that failed."""
+    """Start the load, let it settle, disturb, stop; report the requests that failed."""
+    context = scenario.prepare(vars_, vars_file)
     load = Load(base_url, api_key, concurrency)
     load.start()
     time.sleep(warmup_s)
     began = time.monotonic()
     try:
-        detail = action()
+        detail = scenario.disturb(vars_, context)
     finally:
         time.sleep(warmup_s)  # requests right after the disturbance count too
         outcomes = load.stop()
+    action_seconds = round(time.monotonic() - began - warmup_s, 1)
     failed = [o for o in outcomes if not o.ok]
     return {
         "requests": len(outcomes),
         "failed": len(failed),
         "failures": [{"status": o.status, "error": o.error[:160]} for o in failed[:20]],
-        "action_seconds": round(time.monotonic() - began, 1),
+        "action_seconds": action_seconds,
         **detail,
+        **scenario.report(vars_, context),
     }
 
 
-def haproxy_sessions(vars_: dict, instance: str) -> int:
-    from llmfleet.rotation import server_state
-
-    socket_path = Path(vars_["llmfleet_common_runtime_dir"]) / "haproxy.sock"
-    return server_state(socket_path, MODEL, instance).sessions
+def admin_socket(vars_: dict) -> Path:
+    return Path(vars_["llmfleet_common_runtime_dir"]) / "haproxy.sock"
 
 
-def scenario_rolling(vars_: dict, vars_file: Path) -> dict:
-    before = {i["name"]: i["pid"] for i in instances(vars_)}
+def pids(vars_: dict) -> dict[str, int | None]:
+    return {i["name"]: i["pid"] for i in instances(vars_)}
+
+
+def redeploy_prepare(vars_: dict, vars_file: Path) -> dict:
     # Alternate max_num_seqs between runs so that every run changes every instance's arguments.
     registry = Path(vars_["llmfleet_common_state_dir"]) / "deployments" / f"{MODEL}.json"
     argv = json.loads(registry.read_text())["plan"]["instances"][0]["argv"]
     seqs = argv[argv.index("--max-num-seqs") + 1]
     new_seqs = "12" if seqs != "12" else "16"
-    proc = playbook(
-        "deploy-model.yml",
-        vars_file,
-        "-e",
-        f"model={MODEL}",
-        "-e",
-        f"deployment_plan_max_num_seqs={new_seqs}",
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"rolling redeploy failed:\n{proc.stdout[-4000:]}")
-    after = {i["name"]: i["pid"] for i in instances(vars_)}
+    return {"vars_file": vars_file, "pids": pids(vars_), "seqs": seqs, "new_seqs": new_seqs}
+
+
+def redeploy(strategy: str) -> Callable[[dict, dict], dict]:
+    def disturb(vars_: dict, context: dict) -> dict:
+        del vars_
+        proc = playbook(
+            "deploy-model.yml",
+            context["vars_file"],
+            "-e",
+            f"model={MODEL}",
+            "-e",
+            f"deployment_plan_max_num_seqs={context['new_seqs']}",
+            "-e",
+            f"deployment_plan_update_strategy={strategy}",
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{strategy} redeploy failed:\n{proc.stdout[-4000:]}")
+        return {"max_num_seqs": f"{context['seqs']} -> {context['new_seqs']}"}
+
+    return disturb
+
+
+def rolling_report(vars_: dict, context: dict) -> dict:
+    after = pids(vars_)
+    return {"instances_replaced": sorted(n for n, pid in context["pids"].items() if after.get(n) != pid)}
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def bluegreen_report(vars_: dict, context: dict) -> dict:
     return {
-        "max_num_seqs": f"{seqs} -> {new_seqs}",
-        "instances_replaced": sorted(n for n in before if after.get(n) != before[n]),
+        "instances_before": sorted(context["pids"]),
+        "instances_after": sorted(pids(vars_)),
+        "previous_still_running": sorted(n for n, pid in context["pids"].items() if _alive(pid)),
     }
 
 
@@ -225,54 +280,80 @@ def _api_server_pid(wrapper_pid: int) -> int:
     raise RuntimeError(f"no vLLM API server under wrapper {wrapper_pid}")
 
 
-def scenario_kill(vars_: dict, vars_file: Path) -> dict:
+def kill_prepare(vars_: dict, vars_file: Path) -> dict:
     del vars_file
     victim = instances(vars_)[0]
-    target = _api_server_pid(victim["pid"]) if victim["service_manager"] == "supervisord" else victim["pid"]
-    in_flight = haproxy_sessions(vars_, victim["name"])
-    os.kill(target, signal.SIGKILL)
-    killed_at = time.monotonic()
+    supervised = victim["service_manager"] == "supervisord"
+    # Under supervisord the program is llmfleet's wrapper; the process that serves is its child.
+    target = _api_server_pid(victim["pid"]) if supervised else victim["pid"]
+    return {"victim": victim["name"], "service_pid": victim["pid"], "target": target}
+
+
+def kill_disturb(vars_: dict, context: dict) -> dict:
+    """kill -9, then wait (reading only the admin socket) for the ejection and the re-admission."""
     from llmfleet.rotation import server_state
 
-    socket_path = Path(vars_["llmfleet_common_runtime_dir"]) / "haproxy.sock"
+    socket_path, victim = admin_socket(vars_), context["victim"]
+    in_flight = server_state(socket_path, MODEL, victim).sessions
+    os.kill(context["target"], signal.SIGKILL)
+    killed_at = time.monotonic()
     ejected_after = None
-    deadline = killed_at + SCENARIO_LIMIT_S
-    while time.monotonic() < deadline:
-        state = server_state(socket_path, MODEL, victim["name"]).status
+    while time.monotonic() < killed_at + SCENARIO_LIMIT_S:
+        state = server_state(socket_path, MODEL, victim).status
         if ejected_after is None and state.startswith("DOWN"):
             ejected_after = round(time.monotonic() - killed_at, 1)
-        now = next(i for i in instances(vars_) if i["name"] == victim["name"])
-        if ejected_after is not None and now["pid"] not in (None, victim["pid"]) and state == "UP":
+        # The killed process cannot answer a check, so UP after DOWN is the restarted instance.
+        if ejected_after is not None and state == "UP":
             return {
-                "instance": victim["name"],
+                "instance": victim,
                 "in_flight_on_killed_instance": in_flight,
                 "ejected_after_s": ejected_after,
                 "back_in_rotation_after_s": round(time.monotonic() - killed_at, 1),
             }
         time.sleep(0.5)
-    raise RuntimeError(f"{victim['name']} was not back in rotation within {SCENARIO_LIMIT_S}s")
+    raise RuntimeError(f"{victim} was not back in rotation within {SCENARIO_LIMIT_S}s")
 
 
-def scenario_reload(vars_: dict, vars_file: Path) -> dict:
+def kill_report(vars_: dict, context: dict) -> dict:
+    return {"restarted": pids(vars_).get(context["victim"]) not in (None, context["service_pid"])}
+
+
+def worker_pid(vars_: dict) -> int:
+    from llmfleet.keys import admin_command
+
+    lines = admin_command(admin_socket(vars_), "show info").splitlines()
+    return int(dict(line.split(": ", 1) for line in lines if ": " in line)["Pid"])
+
+
+def reload_prepare(vars_: dict, vars_file: Path) -> dict:
     del vars_file
-    ctl = [
-        "/opt/llmfleet/supervisor-venv/bin/supervisorctl",
-        "-c",
-        f"{vars_['llmfleet_common_config_dir']}/supervisor/supervisord.conf",
-    ]
+    master = int((Path(vars_["llmfleet_common_runtime_dir"]) / "haproxy.pid").read_text().split()[0])
+    return {"master": master, "worker": worker_pid(vars_)}
+
+
+def reload_disturb(vars_: dict, context: dict) -> dict:
+    del vars_
     for _ in range(3):
-        subprocess.run(
-            [*ctl, "signal", "USR2", "gateway-haproxy"], check=True, capture_output=True, timeout=30
-        )
+        os.kill(context["master"], signal.SIGUSR2)  # what supervisorctl signal and systemctl reload send
         time.sleep(2)
     return {"reloads": 3}
 
 
-SCENARIOS = {"rolling": scenario_rolling, "kill": scenario_kill, "reload": scenario_reload}
+def reload_report(vars_: dict, context: dict) -> dict:
+    return {"worker_replaced": worker_pid(vars_) != context["worker"]}
+
+
+SCENARIOS = {
+    "rolling": Scenario(redeploy_prepare, redeploy("rolling"), rolling_report),
+    "bluegreen": Scenario(redeploy_prepare, redeploy("blue-green"), bluegreen_report),
+    "kill": Scenario(kill_prepare, kill_disturb, kill_report),
+    "reload": Scenario(reload_prepare, reload_disturb, reload_report),
+}
 TARGETS = {
     "rolling": "0 failed",
     "kill": "failed <= in flight on the killed instance",
     "reload": "0 failed",
+    "bluegreen": "0 failed",
 }
 
 
@@ -299,7 +380,7 @@ def undeploy(vars_: dict, vars_file: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--scenario", nargs="+", choices=sorted(SCENARIOS), default=["rolling", "kill", "reload"]
+        "--scenario", nargs="+", choices=sorted(SCENARIOS), default=["rolling", "kill", "reload", "bluegreen"]
     )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--vars", type=Path, default=VARS_FILE)
@@ -312,10 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         key = Path(status(vars_)["models"][0]["api_key_file"]).read_text().strip()
         for name in args.scenario:
             results[name] = run_under_load(
-                vars_["llmfleet_common_gateway_url"],
-                key,
-                args.concurrency,
-                lambda name=name: SCENARIOS[name](vars_, args.vars),
+                vars_["llmfleet_common_gateway_url"], key, args.concurrency, SCENARIOS[name], vars_, args.vars
             )
     finally:
         if not args.keep:
