@@ -79,16 +79,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from llmfleet.hostfacts import gather
 
         host = gather()[0]
-    taken, previous = ports_held(args.registry, args.model)
-    plan = plan_model(
-        args.model,
-        entry,
-        host,
-        settings,
-        ports_taken=taken,
-        previous_ports=previous,
-        previous=deployed_plan(args.registry, args.model),
-    )
+    # The deployed plan carries this model's own ports; ports_held adds the ones other models hold.
+    taken, _ = ports_held(args.registry, args.model)
+    previous = deployed_plan(args.registry, args.model)
+    plan = plan_model(args.model, entry, host, settings, ports_taken=taken, previous=previous)
     _print_json(plan.model_dump(mode="json"))
     return EXIT_OK
 
