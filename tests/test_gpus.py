@@ -42,6 +42,24 @@ def test_nvidia_smi_names_resolve():
     assert catalog.name_for_nvidia_smi("NVIDIA B200") is None
 
 
+@pytest.mark.parametrize(
+    ("smi_name", "catalog_name", "interconnect"),
+    [
+        ("NVIDIA H100 PCIe", "H100PCIe-80GB", "pcie"),
+        ("NVIDIA H100 80GB HBM3", "H100-80GB", "nvlink"),
+        ("NVIDIA A100-PCIE-40GB", "A100PCIe-40GB", "pcie"),
+        ("NVIDIA A100 80GB PCIe", "A100PCIe-80GB", "pcie"),
+        ("NVIDIA A100-SXM4-80GB", "A100-80GB", "nvlink"),
+    ],
+)
+def test_pcie_boards_are_not_taken_for_nvlink_ones(smi_name, catalog_name, interconnect):
+    # The planner ranks TP x PP by interconnect: a PCIe H100 named as the SXM one would be split as if it
+    # had NVLink between its cards.
+    catalog = load_gpu_catalog()
+    assert catalog.name_for_nvidia_smi(smi_name) == catalog_name
+    assert catalog.get(catalog_name).interconnect == interconnect
+
+
 def test_unknown_gpu_names_the_choices():
     with pytest.raises(CatalogError, match=r"unknown GPU 'H800-80GB'.*H100-80GB.*--gpu-memory-gib"):
         load_gpu_catalog().get("H800-80GB")
