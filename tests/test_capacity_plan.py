@@ -92,9 +92,11 @@ def test_candidate_invariants(gpu_catalog, config, gpu, n):
         assert all(f"--tensor-parallel-size {chosen.tp}" in " ".join(i.vllm_args) for i in node.instances)
 
 
-def test_json_has_the_issue_fields(gpu_catalog, capsys):
+@pytest.mark.parametrize("command", [["capacity", "plan"], ["plan"]], ids=["capacity-plan", "plan-config"])
+def test_json_has_the_issue_fields(gpu_catalog, capsys, command):
+    # `llmfleet plan --config ...` is the form the issue names; it is the same command as capacity plan.
     code = main(
-        ["capacity", "plan", "--config", str(LLAMA8B), "--gpu", "L4-24GB", "--gpus-per-node", "4",
+        [*command, "--config", str(LLAMA8B), "--gpu", "L4-24GB", "--gpus-per-node", "4",
          "--max-model-len", "8192", "--json"]
     )  # fmt: skip
     assert code == 0

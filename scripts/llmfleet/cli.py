@@ -358,7 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("host-facts", cmd_host_facts, "print this host's CPUs, memory and GPUs as JSON")
 
-    p = add("plan", cmd_plan, "plan one model's instances on this host; prints the plan as JSON")
+    p = add(
+        "plan",
+        cmd_plan,
+        "plan one model's instances on this host; prints the plan as JSON. With --config instead of "
+        "--model it is `llmfleet capacity plan` (GPU capacity: TP x PP candidates, fit certificates)",
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--settings-json", required=True, help="DeploymentSettings as JSON")
     p.add_argument("--host-facts-json", help="HostFacts as JSON (default: gather from this host)")
@@ -483,8 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_aliases(argv: Sequence[str]) -> list[str]:
+    """``llmfleet plan --config ...`` (the form the capacity issue names) is ``llmfleet capacity plan``;
+    ``llmfleet plan --model ...`` stays the host planner the deployment_plan role calls."""
+    out = list(argv)
+    if out[:1] == ["plan"] and any(a == "--config" or a.startswith("--config=") for a in out[1:]):
+        return ["capacity", *out]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_with_aliases(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args))
     except LlmfleetError as exc:
