@@ -135,9 +135,9 @@ def test_write_inventory_refuses_to_overwrite_a_hand_written_file(tmp_path, monk
     written = write_inventory(files, tmp_path)
     assert [p.read_text() for p in written] == list(files.values())
     write_inventory(files, tmp_path)  # re-rendering its own files is fine
-    hosts = tmp_path / "inventories" / "lab" / "hosts.yml"
+    hosts = tmp_path / "inventories" / "lab" / "capacity-hosts.yml"
     hosts.write_text("all: {}\n")
-    with pytest.raises(CapacityError, match=r"hosts.yml exists and was not generated"):
+    with pytest.raises(CapacityError, match=r"capacity-hosts.yml exists and was not generated"):
         write_inventory(files, tmp_path)
     assert hosts.read_text() == "all: {}\n"
 

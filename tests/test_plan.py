@@ -98,8 +98,8 @@ def test_memory_budget_refusal_names_the_knobs(catalog):
         plan_model(MODEL, catalog.get(MODEL), small, DeploymentSettings(profile="cpu", kv_cache_gib=4))
 
 
-def test_gpu_profile_is_refused_until_the_capacity_planner_exists(catalog, cpu_host):
-    with pytest.raises(PlanError, match="set llmfleet_common_profile: cpu"):
+def test_gpu_profile_without_a_rendered_capacity_plan_names_the_render_command(catalog, cpu_host):
+    with pytest.raises(PlanError, match=r"no instances of 'smollm2-135m-instruct' \(it plans nothing\)"):
         plan_model(MODEL, catalog.get(MODEL), cpu_host, DeploymentSettings(profile="gpu"))
 
 

@@ -109,7 +109,7 @@ def test_gpu_plan_refusals_are_all_shown(tmp_path: Path):
 def test_gpu_profile_requires_an_image_version(tmp_path: Path):
     proc = run_preflight(tmp_path, "dgx-h100-8gpu", "gpu")
     assert proc.returncode != 0
-    assert "preflight_gpu_image_version is empty" in proc.stdout
+    assert "No vLLM image version is set for this GPU host. Set vllm_container_image_version" in proc.stdout
 
 
 def test_cpu_profile_skips_the_gpu_checks(tmp_path: Path):

@@ -26,6 +26,11 @@ from llmfleet.errors import PlanError
 GIB = 1024**3
 # vLLM allocates its KV cache in blocks of this many tokens; a partial block is not usable.
 VLLM_BLOCK_SIZE = 16
+# Blue-green on a GPU host starts the second copy beside the first on the same GPUs. vLLM refuses to start
+# when less than gpu_memory_utilization x total is free, and every process on a GPU also holds a CUDA
+# context outside any vLLM budget (a few hundred MiB), so the planned shares of both copies must leave
+# this much of each GPU over. An estimate, not a measurement: no GPU host was at hand to calibrate it.
+GPU_SHARE_HEADROOM = 0.02
 
 
 class HostFacts(BaseModel):
@@ -37,6 +42,29 @@ class HostFacts(BaseModel):
     cpus: list[int] = Field(min_length=1, description="CPU ids this host offers to vLLM")
     memory_bytes: int = Field(gt=0)
     gpu_count: int = Field(ge=0)
+
+
+class CapacityInstance(BaseModel):
+    """One instance of the capacity plan on this host, as ``llmfleet capacity render`` writes it to
+    ``host_vars/<host>.yml`` (``llmfleet_capacity_instances``). Fields the host planner does not need
+    (tp, pp, cuda_visible_devices, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    model: str
+    task: Literal["chat", "embedding"]
+    port: int
+    gpus: list[int] = Field(min_length=1)
+    numa_node: int
+    cpus: list[int] = Field(default_factory=list)
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    max_model_len: int
+    dtype: str
+    expected_kv_cache_tokens: int = Field(ge=0)
+    # At the KV cache dtype, for the whole model (render writes it; 0 for encoder-only embedding models).
+    kv_cache_bytes_per_token: int | None = Field(default=None, ge=0)
+    vllm_args: list[str]
 
 
 class DeploymentSettings(BaseModel):
@@ -61,6 +89,13 @@ class DeploymentSettings(BaseModel):
     # started, gated and switched to in the gateway before the first is retired (blue-green). auto is
     # blue-green when the host has room for both copies, else rolling.
     update_strategy: Literal["auto", "rolling", "blue-green"] = "auto"
+    # gpu profile: this host's instances from the rendered capacity inventory (every model's; the plan
+    # takes the ones of the model it deploys), and the planned share of each GPU summed over all of them.
+    capacity_instances: list[CapacityInstance] = Field(default_factory=list)
+    gpu_memory_utilization_by_gpu: dict[int, float] = Field(default_factory=dict)
+    # The address the gateway reaches instances at (default: listen_host). A GPU container listens on
+    # 0.0.0.0; its URL names the node.
+    url_host: str | None = None
 
 
 class KvCache(BaseModel):
@@ -83,8 +118,15 @@ class Instance(BaseModel):
     url: str
     cpus: list[int]
     kv_cache: KvCache
+    # process: argv is the whole command line (CPU hosts). container: argv is what follows the image's
+    # vLLM entrypoint (GPU hosts; the vllm_container role adds --model, --served-model-name and --host).
+    runtime: Literal["process", "container"] = "process"
     argv: list[str]
     env: dict[str, str]
+    # container instances only: GPU indices and the NUMA node they sit on (from the capacity plan).
+    gpus: list[int] = Field(default_factory=list)
+    numa_node: int | None = None
+    gpu_memory_utilization: float | None = None
 
 
 class Retiring(BaseModel):
@@ -103,6 +145,9 @@ class Update(BaseModel):
     reason: str
     # Instances of the previous plan that this one does not keep; stopped once nothing routes to them.
     retire: list[Retiring] = Field(default_factory=list)
+    # Planned instances that run now under the same name (kept, or replaced in place): the GPU memory
+    # they hold is theirs to reuse, so the GPU preflight does not count it as taken.
+    running: list[str] = Field(default_factory=list)
 
 
 class ModelPlan(BaseModel):
@@ -234,37 +279,64 @@ def plan_model(
     )
     kept = {inst.name for inst in in_place.instances}
     retire = [Retiring(name=i.name, url=i.url) for i in previous.instances if i.name not in kept]
+    running = [inst.name for inst in in_place.instances if inst.name in old_names]
     if _same_instances(in_place, previous):
-        same = Update(strategy="unchanged", reason="the plan is the same")
+        same = Update(strategy="unchanged", reason="the plan is the same", running=running)
         return in_place.model_copy(update={"update": same})
-    need = 2 * settings.instances * _instance_bytes(entry, settings)
-    budget = int(host.memory_bytes * settings.memory_budget_fraction)
-    room = need <= budget
+    room, room_detail, no_room_fix = _room_for_second_copy(entry, host, settings, in_place)
     if settings.update_strategy == "rolling" or (settings.update_strategy == "auto" and not room):
         why = (
             "deployment_plan_update_strategy is rolling"
             if settings.update_strategy == "rolling"
-            else f"no room for a second copy: both need {need / GIB:.1f} GiB, budget {budget / GIB:.1f} GiB"
+            else f"no room for a second copy: {room_detail}"
         )
-        return in_place.model_copy(update={"update": Update(strategy="rolling", reason=why, retire=retire)})
+        rolling = Update(strategy="rolling", reason=why, retire=retire, running=running)
+        return in_place.model_copy(update={"update": rolling})
     if not room:
         raise PlanError(
-            f"blue-green needs room for two copies of {name}: {need / GIB:.1f} GiB (weights + KV cache) "
-            f"against a budget of {budget / GIB:.1f} GiB on {host.hostname}; set "
-            "deployment_plan_update_strategy to rolling or auto, or lower deployment_plan_kv_cache_gib"
+            f"blue-green needs room for two copies of {name} on {host.hostname}: {room_detail}; set "
+            f"deployment_plan_update_strategy to rolling or auto, or {no_room_fix}"
         )
     indices = {_index_of(name, n) for n in old_names}
-    first = 0 if indices.isdisjoint(range(settings.instances)) else max(indices) + 1
+    first = 0 if indices.isdisjoint(range(len(in_place.instances))) else max(indices) + 1
     green = _plan_instances(name, entry, host, settings, taken | set(old_ports), [], first_index=first)
     return green.model_copy(
         update={
             "update": Update(
                 strategy="blue-green",
-                reason=f"room for a second copy ({need / GIB:.1f} of {budget / GIB:.1f} GiB)",
+                reason=f"room for a second copy ({room_detail})",
                 retire=[Retiring(name=i.name, url=i.url) for i in previous.instances],
             )
         }
     )
+
+
+def _room_for_second_copy(
+    entry: ModelEntry, host: HostFacts, settings: DeploymentSettings, plan: ModelPlan
+) -> tuple[bool, str, str]:
+    """Whether a second copy of ``plan`` fits beside the first: (room, the figures, the fix when not).
+
+    CPU: weights and KV cache of both copies within the host's memory budget. GPU: on every GPU the new
+    copy uses, the planned shares of all instances (the running copy's included) plus the new copy's
+    share, within 1 - GPU_SHARE_HEADROOM.
+    """
+    if settings.profile == "gpu":
+        extra: dict[int, float] = {}
+        for inst in plan.instances:
+            for gpu in inst.gpus:
+                extra[gpu] = extra.get(gpu, 0.0) + float(inst.gpu_memory_utilization or 0.0)
+        limit = 1.0 - GPU_SHARE_HEADROOM
+        shares = {g: settings.gpu_memory_utilization_by_gpu.get(g, 0.0) + add for g, add in extra.items()}
+        worst = max(shares, key=lambda g: (shares[g], -g))
+        detail = (
+            f"GPU {worst} would hold {shares[worst]:.2f} of its memory with both copies (limit {limit:.2f})"
+        )
+        fix = "re-render the capacity plan with a lower --gpu-memory-utilization"
+        return shares[worst] <= limit, detail, fix
+    need = 2 * len(plan.instances) * _instance_bytes(entry, settings)
+    budget = int(host.memory_bytes * settings.memory_budget_fraction)
+    detail = f"both need {need / GIB:.1f} GiB (weights + KV cache), budget {budget / GIB:.1f} GiB"
+    return need <= budget, detail, "lower deployment_plan_kv_cache_gib"
 
 
 def _index_of(model: str, instance: str) -> int:
@@ -300,11 +372,6 @@ def _plan_instances(
             f"model {name!r} does not support the {settings.profile!r} profile "
             f"(catalog profiles: {', '.join(entry.profiles)})"
         )
-    if settings.profile == "gpu":
-        raise PlanError(
-            "the gpu profile is planned by the capacity planner, which this release does not have yet; "
-            "set llmfleet_common_profile: cpu"
-        )
     fixed = fixed_args_in(settings.extra_args)
     if fixed:
         reasons = "; ".join(f"{flag} sets {why}" for flag, why in fixed)
@@ -314,6 +381,8 @@ def _plan_instances(
             "an inventory or a sweep may only set placement and speed (tensor/pipeline parallel size, "
             "max-num-seqs, max-num-batched-tokens, instances). Remove them from deployment_plan_extra_args."
         )
+    if settings.profile == "gpu":
+        return _plan_gpu_instances(name, entry, host, settings, ports_taken, previous_ports, first_index)
     dtype = entry.serving.dtype
     cache = kv_cache(entry.architecture, dtype, settings.kv_cache_gib, entry.serving.max_model_len)
     if cache.tokens < entry.serving.max_model_len:
@@ -377,6 +446,112 @@ def _plan_instances(
                 kv_cache=cache,
                 argv=argv,
                 env=env,
+            )
+        )
+    return ModelPlan(
+        model=name,
+        host=host.hostname,
+        profile=settings.profile,
+        revision=revision,
+        weights_path=weights_path,
+        instances=instances,
+    )
+
+
+def _with_port(args: list[str], port: int) -> list[str]:
+    """``args`` with its ``--port`` set to ``port`` (the capacity plan's port may move: another model holds
+    it, or a blue-green copy needs its own)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--port":
+            skip = True
+            continue
+        if arg.startswith("--port="):
+            continue
+        out.append(arg)
+    return ["--port", str(port), *out]
+
+
+def _plan_gpu_instances(
+    name: str,
+    entry: ModelEntry,
+    host: HostFacts,
+    settings: DeploymentSettings,
+    ports_taken: set[int],
+    previous_ports: list[int],
+    first_index: int,
+) -> ModelPlan:
+    """GPU hosts: the instances come from the capacity plan rendered into the inventory
+    (``llmfleet capacity render``). The host planner checks them against the catalog (the catalog fixes
+    what the model outputs) and gives them names, ports and URLs the way the CPU path does, so rolling and
+    blue-green updates, the registry, the gateway and status work the same on both."""
+    mine = [c for c in settings.capacity_instances if c.model == name]
+    if not mine:
+        planned = sorted({c.model for c in settings.capacity_instances})
+        raise PlanError(
+            f"the capacity plan in this host's inventory has no instances of {name!r} "
+            f"(it plans {', '.join(planned) if planned else 'nothing'}); render one with "
+            f"`llmfleet capacity render --config <{name} dir> --name {name} ... --env <env>`, "
+            "or deploy a model it plans"
+        )
+    for c in mine:
+        problems = []
+        if c.task != entry.task:
+            problems.append(f"task {c.task}, the catalog says {entry.task}")
+        if c.max_model_len != entry.serving.max_model_len:
+            problems.append(
+                f"--max-model-len {c.max_model_len}, the catalog fixes {entry.serving.max_model_len}"
+            )
+        if c.dtype != entry.serving.dtype:
+            problems.append(f"--dtype {c.dtype}, the catalog fixes {entry.serving.dtype}")
+        if problems:
+            raise PlanError(
+                f"capacity instance {c.name} of {name} disagrees with catalog/models.yml: "
+                f"{'; '.join(problems)}. The catalog fixes what the model outputs: re-render the capacity "
+                f"plan with --max-model-len {entry.serving.max_model_len} --dtype {entry.serving.dtype}"
+            )
+    revision = revision_id(entry)
+    weights_path = f"{settings.serving_root}/{name}/{revision}"
+    rendered = [c.port for c in mine]
+    ports = pick_ports(len(mine), settings.base_port, ports_taken, previous_ports or rendered)
+    url_host = settings.url_host or settings.listen_host
+    instances = []
+    for index, (c, port) in enumerate(zip(mine, ports, strict=True)):
+        tokens = c.expected_kv_cache_tokens
+        per_token = (
+            c.kv_cache_bytes_per_token
+            if c.kv_cache_bytes_per_token is not None
+            else kv_bytes_per_token(entry.architecture, entry.serving.dtype)
+        )
+        argv = [
+            *_with_port(c.vllm_args, port),
+            # Streams carry token usage, so the gateway can count tokens without rewriting requests.
+            "--enable-force-include-usage",
+            *settings.extra_args,
+        ]
+        instances.append(
+            Instance(
+                name=f"{name}-{first_index + index}",
+                model=name,
+                task=entry.task,
+                port=port,
+                url=f"http://{url_host}:{port}",
+                cpus=c.cpus,
+                kv_cache=KvCache(
+                    bytes_per_token=per_token,
+                    space_bytes=tokens * per_token,
+                    tokens=tokens,
+                    max_concurrency_at_max_len=round(tokens / entry.serving.max_model_len, 2),
+                ),
+                runtime="container",
+                argv=argv,
+                env={},
+                gpus=c.gpus,
+                numa_node=c.numa_node,
+                gpu_memory_utilization=c.gpu_memory_utilization,
             )
         )
     return ModelPlan(
