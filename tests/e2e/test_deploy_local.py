@@ -394,12 +394,28 @@ def test_unknown_model_fails_with_the_catalog_names_and_disturbs_nothing(api_key
 
 
 def test_a_second_model_deploys_beside_the_first(api_key):
+    # inventories/local asks for two replicas of the embedding model (deployment_plan_instances_by_model).
     proc = playbook("deploy-model.yml", "-e", f"model={EMBEDDING_MODEL}")
     assert proc.returncode == 0, proc.stdout[-6000:]
     models = {m["model"]: m for m in status_json()["models"]}
     assert set(models) == {MODEL, EMBEDDING_MODEL}
+    replicas = models[EMBEDDING_MODEL]["instances"]
+    assert [i["name"] for i in replicas] == [f"{EMBEDDING_MODEL}-0", f"{EMBEDDING_MODEL}-1"]
+    assert all(i["healthy"] for i in replicas), replicas
     urls = [inst["url"] for m in models.values() for inst in m["instances"]]
     assert len(set(urls)) == len(urls), f"two instances share a port: {urls}"
+    # Both replicas serve /v1/embeddings through the gateway: it names the instance that answered.
+    served_by = set()
+    for n in range(6):
+        req = urllib.request.Request(
+            f"{GATEWAY}/v1/embeddings",
+            data=json.dumps({"model": EMBEDDING_MODEL, "input": f"replica probe {n}"}).encode(),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            assert len(json.load(resp)["data"][0]["embedding"]) == 384
+            served_by.add(resp.headers["X-Instance-Id"])
+    assert served_by == {i["name"] for i in replicas}
     client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=120)
     vectors = client.embeddings.create(model=EMBEDDING_MODEL, input=["a cat", "a dog"]).data
     assert [len(v.embedding) for v in vectors] == [384, 384]
