@@ -74,6 +74,49 @@ def test_535_host_cannot_run_a_cuda_12_4_image(matrix):
     assert "535.183.01" in refusals[0].message and ">= 550.54.14" in refusals[0].message
 
 
-def test_unknown_image_lists_known_ones(matrix):
-    with pytest.raises(CompatError, match=r"known: v0.10.2, v0.6.6, v0.9.2"):
+def test_unknown_image_lists_known_ones_oldest_first(matrix):
+    with pytest.raises(CompatError, match=r"known: v0.6.6, v0.9.2, v0.10.2, v0.11.0"):
         matrix.image("v0.0.1")
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def compat_with(tmp_path: Path, image: str) -> Path:
+    path = tmp_path / "compat.yml"
+    path.write_text(f"schema_version: 1\ncuda_min_driver: {{'12.4': '550.54.14'}}\nimages: {{v9: {image}}}\n")
+    return path
+
+
+def test_a_digest_needs_two_sources_and_a_kind(tmp_path: Path):
+    one_source = (
+        f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_kind: index, digest_source: [a/b]}}"
+    )
+    with pytest.raises(CompatError, match=r"at least 2 digest_source entries"):
+        load_compat(compat_with(tmp_path, one_source))
+    no_kind = f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_source: [a/b, c/d]}}"
+    with pytest.raises(CompatError, match=r"needs digest_kind"):
+        load_compat(compat_with(tmp_path, no_kind))
+    bad_kind = f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_kind: arm, digest_source: [a, b]}}"
+    with pytest.raises(CompatError, match=r"images.v9.digest_kind"):
+        load_compat(compat_with(tmp_path, bad_kind))
+    kind_without_digest = "{repository: r, cuda: '12.4', digest: '', digest_kind: index}"
+    with pytest.raises(CompatError, match=r"digest is empty"):
+        load_compat(compat_with(tmp_path, kind_without_digest))
+    ok = f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_kind: index, digest_source: [a/b, c/d]}}"
+    assert load_compat(compat_with(tmp_path, ok)).image("v9").digest == DIGEST
+
+
+def test_filled_digests_carry_their_sources(matrix):
+    """The shipped table: every filled digest says what it is and where it came from; v0.6.6 and v0.9.2 are
+    still empty (no public pin was found), so the vllm_container role stops on them."""
+    filled = {v: e for v, e in matrix.images.items() if e.digest}
+    assert (
+        filled["v0.10.2"].digest == "sha256:607442e407b0fea97f8a132a78b787c121a996dd4de181fa08e8da06e71ec2db"
+    )
+    assert (
+        filled["v0.11.0"].digest == "sha256:014a95f21c9edf6abe0aea6b07353f96baa4ec291c427bb1176dc7c93a85845c"
+    )
+    for entry in filled.values():
+        assert entry.digest_kind == "index" and len(entry.digest_source) >= 2
+    assert matrix.image("v0.6.6").digest == "" and matrix.image("v0.9.2").digest == ""

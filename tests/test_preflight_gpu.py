@@ -73,6 +73,16 @@ def test_busy_gpu_refused_with_free_memory_and_the_fix(dgx_plan: dict):
     assert "--gpu-memory-utilization 0.49" in msg
 
 
+def test_an_instance_running_now_keeps_the_memory_it_holds(dgx_plan: dict):
+    # A redeploy that keeps or replaces qwen2.5-72b-1 in place: the 40 GB used on GPU 5 may be its own,
+    # so its share is not asked for again; its placement is still checked and returned.
+    node = dgx_plan["nodes"][0]
+    marked = {**node, "instances": [{**i, "running": i["name"].endswith("-1")} for i in node["instances"]]}
+    result = preflight(gather(fixture_dir=DGX), load_compat(), "v0.6.6", {"gpu": dgx_plan["gpu"], **marked})
+    assert result["ok"] is True, result["refusals"]
+    assert sorted(result["placements"]) == ["qwen2.5-72b-0", "qwen2.5-72b-1"]
+
+
 def test_plan_that_fits_passes_on_the_pcie_box():
     plan = capacity_plan(QWEN7, "L40S-48GB", 4, "--numa-nodes", "2", "--gpu-memory-utilization", "0.9")
     topo = gather(fixture_dir=PCIE)

@@ -7,11 +7,12 @@ refusals; each refusal says what is wrong and what to do about it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmfleet.errors import CompatError, TopologyError
 from llmfleet.topology import GpuTopology, format_cpulist, placement
@@ -20,12 +21,35 @@ DEFAULT_COMPAT = Path(__file__).resolve().parents[2] / "images" / "compat.yml"
 MIB = 1024 * 1024
 
 
+# A digest is filled in from public repositories that pin it (no registry is reachable where the table is
+# kept): at least this many independent sources must agree (images/compat.yml says why that is safe).
+MIN_DIGEST_SOURCES = 2
+
+
 class ImageEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     repository: str
     cuda: str = Field(pattern=r"^\d+\.\d+$")
     digest: str = Field(pattern=r"^(sha256:[0-9a-f]{64})?$")
+    # What the digest names: the multi-platform image index, or one platform's manifest.
+    digest_kind: Literal["", "index", "linux/amd64"] = ""
+    # Where the digest came from (repository, path, commit), one entry per source.
+    digest_source: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _digest_has_provenance(self) -> ImageEntry:
+        if self.digest:
+            if not self.digest_kind:
+                raise ValueError("a digest needs digest_kind (index or linux/amd64)")
+            if len(self.digest_source) < MIN_DIGEST_SOURCES:
+                raise ValueError(
+                    f"a digest needs at least {MIN_DIGEST_SOURCES} digest_source entries "
+                    "(independent repositories that pin it for this tag)"
+                )
+        elif self.digest_kind:
+            raise ValueError("digest_kind is set but the digest is empty")
+        return self
 
 
 class CompatMatrix(BaseModel):
@@ -41,9 +65,18 @@ class CompatMatrix(BaseModel):
         except KeyError:
             raise CompatError(
                 f"image version {version!r} is not in images/compat.yml "
-                f"(known: {', '.join(sorted(self.images))}). Add it with the CUDA version from vLLM's "
+                f"(known: {', '.join(self.known_versions())}). Add it with the CUDA version from vLLM's "
                 "docker/Dockerfile at that tag, or use a known version."
             ) from None
+
+    def known_versions(self) -> list[str]:
+        """Image versions, oldest first (v0.9.2 before v0.10.2)."""
+
+        def key(version: str) -> tuple[tuple[int, ...], str]:
+            numbers = re.match(r"v?(\d+(?:\.\d+)*)", version)
+            return (tuple(int(n) for n in numbers.group(1).split(".")) if numbers else (), version)
+
+        return sorted(self.images, key=key)
 
     def min_driver(self, cuda: str) -> str:
         try:
@@ -171,8 +204,11 @@ def check_plan(topology: GpuTopology, gpu_name: str | None, node: dict[str, Any]
                 )
             )
     # vLLM refuses to start when free memory is below gpu_memory_utilization x total: check it first.
+    # An instance marked running (a redeploy keeps or replaces it in place) already holds its share.
     need: dict[int, float] = {}
     for inst in node["instances"]:
+        if inst.get("running"):
+            continue
         for g in inst["gpus"]:
             need[g] = need.get(g, 0.0) + float(inst["gpu_memory_utilization"])
     for index, share in sorted(need.items()):
