@@ -90,6 +90,19 @@ def test_serves_the_model_on_the_planned_port(host):
     assert reply["model"] == "tiny" and reply["choices"][0]["message"]["content"]
 
 
+def test_a_changed_instance_was_restarted_alone(host):
+    """side_effect.yml changed tiny-1's arguments and converged again: only tiny-1 runs a new container,
+    started from the new definition; tiny-0's container is the one from before the change. It runs before
+    the kill test below, which restarts tiny-1 by other means."""
+    before = dict(line.split() for line in host.file("/root/ids-before-change").content_string.splitlines())
+    assert inspect(host, "tiny-0")["Id"] == before["tiny-0"], "an unchanged instance was restarted"
+    tiny1 = inspect(host, "tiny-1")
+    assert tiny1["Id"] != before["tiny-1"]
+    assert (
+        "--max-num-seqs" in tiny1["Args"] and tiny1["Args"][tiny1["Args"].index("--max-num-seqs") + 1] == "8"
+    )
+
+
 def test_killed_container_is_restarted(host):
     before = inspect(host, "tiny-1")["Id"]
     host.check_output("docker kill llmfleet-vllm-tiny-1")
