@@ -441,7 +441,7 @@ def _plan_instances(
                 model=name,
                 task=entry.task,
                 port=port,
-                url=f"http://{settings.listen_host}:{port}",
+                url=f"http://{settings.url_host or settings.listen_host}:{port}",
                 cpus=cpus,
                 kv_cache=cache,
                 argv=argv,
