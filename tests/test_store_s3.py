@@ -116,6 +116,30 @@ def test_stage_from_s3_in_parallel_chunks(s3, tmp_path):
     assert not stage(store, "m", "r1", target).changed
 
 
+def test_a_golden_output_beside_an_s3_revision_is_staged_with_it(s3, tmp_path):
+    from llmfleet import golden as g
+    from llmfleet.store import GOLDEN
+
+    client, bucket = s3
+    store = S3Store(bucket, "fleet")
+    with pytest.raises(WeightsError, match="not a complete revision"):
+        store.write_sidecar("m", "r1", GOLDEN, b"{}")
+    publish(store, "m", "r1", snapshot(tmp_path / "snap"))
+    assert store.read_sidecar("m", "r1", GOLDEN) is None
+    output = {"kind": "embedding", "input": "x", "input_token_ids": [1], "pooling": "mean", "normalize": True,
+              "embedding": [1.0], "reference": {"implementation": "t", "transformers": "5", "torch": "2",
+                                                "device": "cpu", "dtype": "float32"}}  # fmt: skip
+    unbound = g.Golden(model="m", revision="r1", weights_sha256="", recorded_at="t", output=output)
+    data = g.to_bytes(g.bind(unbound, store.manifest("m", "r1")))
+    store.write_sidecar("m", "r1", GOLDEN, data)
+    assert "fleet/m/r1/golden.json" in keys(client, bucket)
+    assert GOLDEN not in store.manifest("m", "r1")["files"], "not part of the immutable revision"
+    target = tmp_path / "serving" / "m" / "r1"
+    outcome = stage(store, "m", "r1", target, workers=2)
+    assert outcome.changed and "golden output staged" in outcome.detail
+    assert (target / GOLDEN).read_bytes() == data and verify(target) == []
+
+
 def test_stage_from_s3_stops_on_a_damaged_object(s3, tmp_path):
     client, bucket = s3
     store = S3Store(bucket, "fleet")

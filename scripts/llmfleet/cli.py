@@ -105,9 +105,12 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
     from llmfleet.weights import import_model
 
     entry = load_catalog(args.catalog).get(args.model)
+    if args.golden_max_gib <= 0:
+        raise WeightsError(f"--golden-max-gib must be positive, not {args.golden_max_gib}")
     outcome = import_model(
         args.model, entry, args.store, args.converter_python, args.pip_python,
         lock_wait=args.lock_wait, workers=args.workers, progress=args.progress,
+        golden=args.golden, golden_max_bytes=int(args.golden_max_gib * 2**30),
     )  # fmt: skip
     print(outcome.as_json())
     return EXIT_OK
@@ -310,10 +313,22 @@ def cmd_ready(args: argparse.Namespace) -> int:
 
         supervisorctl = json.loads(args.supervisorctl_json)
         main_pid = lambda: service_pid(args.service_manager, args.service, supervisorctl)  # noqa: E731
-    took = wait_ready(
-        args.url.rstrip("/"), args.model, args.timeout, task=args.task, log_file=args.log, main_pid=main_pid
-    )
-    print(json.dumps({"ready": True, "url": args.url, "model": args.model, "seconds": round(took, 1)}))
+    url = args.url.rstrip("/")
+    took = wait_ready(url, args.model, args.timeout, task=args.task, log_file=args.log, main_pid=main_pid)
+    result: dict[str, object] = {"ready": True, "url": args.url, "model": args.model}
+    result["seconds"] = round(took, 1)
+    if args.golden_file is not None:
+        # Ready, and now: does it answer like the reference implementation did at import?
+        from llmfleet.golden import check, enforce, write_report
+
+        verdict = check(args.golden_file, url, args.model, args.golden_check)
+        result["golden"] = verdict.model_dump(mode="json", exclude_none=True)
+        if args.golden_report is not None:
+            write_report(args.golden_report, {**result, "golden_check": args.golden_check})
+        if verdict.status == "mismatch" and args.golden_check != "fail":
+            print(verdict.message, file=sys.stderr)
+        enforce(verdict, args.golden_check)
+    print(json.dumps(result))
     return EXIT_OK
 
 
@@ -380,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-wait", type=float, default=3600.0, help="seconds to wait for another writer")
     p.add_argument("--workers", type=int, default=8, help="parallel reads (s3 sources)")
     p.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
+    p.add_argument(
+        "--golden", action=argparse.BooleanOptionalAction, default=True,
+        help="record the reference implementation's golden output with --converter-python (default: yes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--golden-max-gib", type=float, default=4.0, help="record none for weights larger than this (GiB)"
+    )
     p = add(
         "publish", cmd_weights_publish, "publish a model directory into a store, manifest last", weights_sub
     )
@@ -476,6 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", help="the instance's unit or program, to stop early on a crash loop")
     p.add_argument("--service-manager", choices=["systemd", "supervisord"], default="supervisord")
     p.add_argument("--supervisorctl-json", default="[]", help="supervisorctl command line as a JSON list")
+    p.add_argument(
+        "--golden-file", type=Path, default=None,
+        help="golden.json beside the staged weights: once ready, compare the instance's answer with it",
+    )  # fmt: skip
+    p.add_argument(
+        "--golden-check", choices=["fail", "warn", "off"], default="fail",
+        help="on a golden mismatch: fail (exit 8), warn (stderr, exit 0) or do not ask (default fail)",
+    )  # fmt: skip
+    p.add_argument("--golden-report", type=Path, default=None, help="write the golden verdict here as JSON")
 
     register_capacity(sub)
     register_inventory(sub)

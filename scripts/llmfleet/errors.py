@@ -67,3 +67,7 @@ class CompatError(LlmfleetError):
     """The host's driver, GPUs or free memory do not fit the image or the plan."""
 
     exit_code = 12
+
+
+class GoldenMismatchError(NotReadyError):
+    """An instance answers, but not like the reference implementation's golden output."""

@@ -4,6 +4,7 @@ Two backends, one layout::
 
     <root>/<model>/<revision>/<files...>         the model's files
     <root>/<model>/<revision>/manifest.json      per-file sha256 and size, written LAST
+    <root>/<model>/<revision>/golden.json        optional: the reference's golden output (golden.py)
     <root>/<model>/.lock                         the writer lock (owner, host, pid, lease)
 
 ``<root>`` is a directory (a shared mount such as FSx for Lustre, EFS or NFS on a fleet; a local
@@ -40,6 +41,10 @@ from urllib.parse import urlparse
 from llmfleet.errors import StoreLockedError, WeightsError
 
 MANIFEST = "manifest.json"
+# Files kept beside a revision that are not part of it (not in its manifest): derived from the
+# weights, so they can be added to an immutable revision later. Each is written in one atomic step.
+GOLDEN = "golden.json"
+SIDECARS = frozenset({GOLDEN})
 LOCK = ".lock"
 CHUNK = 8 * 1024 * 1024
 DEFAULT_LEASE_SECONDS = 300.0
@@ -405,10 +410,29 @@ class Store:
     def read_range(self, model: str, revision: str, rel: str, offset: int, length: int) -> bytes:
         raise NotImplementedError
 
+    def read_range_into(self, model: str, revision: str, rel: str, offset: int, buf: memoryview) -> int:
+        """Read into ``buf`` from ``offset``; the byte count (short only at the end of the file)."""
+        data = self.read_range(model, revision, rel, offset, len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    @contextlib.contextmanager
+    def reader(self, model: str, revision: str, rel: str) -> Iterator[Callable[[int, memoryview], int]]:
+        """``read_range_into`` for one file, for many chunks of it (a backend may keep it open)."""
+        yield lambda offset, buf: self.read_range_into(model, revision, rel, offset, buf)
+
     def lock(self, model: str, owner: str, lease: float = DEFAULT_LEASE_SECONDS) -> _Lock:
         raise NotImplementedError
 
     def begin(self, model: str, revision: str) -> Upload:
+        raise NotImplementedError
+
+    def read_sidecar(self, model: str, revision: str, name: str) -> bytes | None:
+        """A sidecar file of a revision (``SIDECARS``), None when there is none."""
+        raise NotImplementedError
+
+    def write_sidecar(self, model: str, revision: str, name: str, data: bytes) -> None:
+        """Write a sidecar in one atomic step; the revision must exist (its manifest)."""
         raise NotImplementedError
 
     def clean_leftovers(self, model: str) -> None:
@@ -455,11 +479,39 @@ class FsStore(Store):
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def reader(self, model: str, revision: str, rel: str) -> Iterator[Callable[[int, memoryview], int]]:
+        if type(self).read_range is not FsStore.read_range:
+            # A subclass that reads differently (a wrapper that counts or fails reads) is read through it.
+            with super().reader(model, revision, rel) as read:
+                yield read
+            return
+        # One open file for all its chunks: on NFS or Lustre every open is a round trip to the server.
+        fd = os.open(self.root / model / revision / rel, os.O_RDONLY)
+        try:
+            yield lambda offset, buf: _preadv_all(fd, buf, offset)
+        finally:
+            os.close(fd)
+
     def lock(self, model: str, owner: str, lease: float = DEFAULT_LEASE_SECONDS) -> _Lock:
         return FsLock(self.root / model / LOCK, owner, lease)
 
     def begin(self, model: str, revision: str) -> Upload:
         return _FsUpload(self.root / model / revision)
+
+    def read_sidecar(self, model: str, revision: str, name: str) -> bytes | None:
+        _check_sidecar(name)
+        try:
+            return (self.root / model / revision / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_sidecar(self, model: str, revision: str, name: str, data: bytes) -> None:
+        _check_sidecar(name)
+        directory = self.root / model / revision
+        if not (directory / MANIFEST).is_file():
+            raise WeightsError(f"{directory} is not a complete revision; no {name} is written beside it")
+        write_atomic(directory / name, data)
 
     def clean_leftovers(self, model: str) -> None:
         # Under the lock no other writer is working, so these belong to one that crashed.
@@ -506,6 +558,36 @@ class _FsUpload(Upload):
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _preadv_all(fd: int, buf: memoryview, offset: int) -> int:
+    """Fill ``buf`` from ``offset`` straight from the page cache (no new buffer); short only at EOF."""
+    got = 0
+    while got < len(buf):
+        n = os.preadv(fd, [buf[got:]], offset + got)
+        if n == 0:
+            break
+        got += n
+    return got
+
+
+def _check_sidecar(name: str) -> None:
+    if name not in SIDECARS:
+        raise WeightsError(f"{name!r} is not a sidecar file ({', '.join(sorted(SIDECARS))})")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a small file so that readers see the old one or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def s3_client(workers: int = 10) -> Any:
@@ -558,6 +640,27 @@ class S3Store(Store):
 
     def begin(self, model: str, revision: str) -> Upload:
         return _S3Upload(self, model, revision)
+
+    def read_sidecar(self, model: str, revision: str, name: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        _check_sidecar(name)
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self.key(model, revision, name))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise WeightsError(f"cannot read {self.location(model, revision, name)}: {exc}") from None
+        return resp["Body"].read()
+
+    def write_sidecar(self, model: str, revision: str, name: str, data: bytes) -> None:
+        _check_sidecar(name)
+        if self.manifest(model, revision) is None:
+            raise WeightsError(
+                f"{self.location(model, revision)} is not a complete revision; no {name} is written"
+            )
+        # One PUT: visible whole or not at all.
+        self.client.put_object(Bucket=self.bucket, Key=self.key(model, revision, name), Body=data)
 
 
 def s3_read_range(client: Any, bucket: str, key: str, offset: int, length: int) -> bytes:
@@ -631,10 +734,14 @@ def open_store(url: str | Path) -> Store:
 
 
 def local_files(directory: Path) -> list[str]:
+    """The files of a model directory: what a manifest lists (not itself, nor sidecars beside it)."""
     return sorted(
-        str(p.relative_to(directory))
+        rel
         for p in directory.rglob("*")
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(f".{MANIFEST}")
+        if p.is_file()
+        and (rel := str(p.relative_to(directory))) != MANIFEST
+        and rel not in SIDECARS
+        and not p.name.startswith(f".{MANIFEST}")
     )
 
 

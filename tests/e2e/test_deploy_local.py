@@ -7,6 +7,7 @@ not disturbed. Tests run in file order and share one deployment (deploying takes
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -31,6 +32,9 @@ MODEL = "smollm2-135m-instruct"
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 GATEWAY = VARS["llmfleet_common_gateway_url"]
 REGISTRY = Path(VARS["llmfleet_common_state_dir"]) / "deployments"
+LOG_DIR = Path(VARS["llmfleet_common_log_dir"])
+# Verdicts older than this run are not this run's (the log directory outlives a deployment).
+STARTED = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 SUPERVISORCTL = [
     "/opt/llmfleet/supervisor-venv/bin/supervisorctl",
     "-c",
@@ -125,6 +129,26 @@ def test_status_lists_the_deployment(deployed):
     assert instance["healthy"] is True
     assert instance["url"] == "http://127.0.0.1:18100/v1"
     assert isinstance(instance["pid"], int) and pid_alive(instance["pid"])
+
+
+def golden_verdict(instance: str) -> dict:
+    """The readiness gate's golden-output verdict for an instance, from this run."""
+    report = json.loads((LOG_DIR / f"golden-{instance}.json").read_text())
+    assert datetime.datetime.fromisoformat(report["checked_at"]) >= STARTED, "a verdict from an earlier run"
+    assert report["golden_check"] == "fail", "the default: a mismatch fails the deploy"
+    return report["golden"]
+
+
+def test_the_gate_compared_vllm_with_the_reference_golden_output(deployed):
+    """Recorded at import with transformers (greedy, 32 tokens), staged beside the weights, and vLLM's
+    greedy answer to the same chat prompt passed the rule (llmfleet.golden.Rule)."""
+    (model,) = status_json()["models"]
+    golden = json.loads((Path(model["weights_path"]) / "golden.json").read_text())
+    assert golden["output"]["reference"]["implementation"] == "transformers"
+    assert len(golden["output"]["token_ids"]) == 32
+    verdict = golden_verdict(f"{MODEL}-0")
+    assert verdict["status"] == "match", verdict
+    assert verdict["kind"] == "chat" and verdict["compared"] == 32
 
 
 def test_vllm_allocated_exactly_the_planned_kv_cache(deployed):
@@ -419,6 +443,9 @@ def test_a_second_model_deploys_beside_the_first(api_key):
     client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=120)
     vectors = client.embeddings.create(model=EMBEDDING_MODEL, input=["a cat", "a dog"]).data
     assert [len(v.embedding) for v in vectors] == [384, 384]
+    for instance in models[EMBEDDING_MODEL]["instances"]:
+        verdict = golden_verdict(instance["name"])
+        assert verdict["status"] == "match" and verdict["cosine"] >= 0.999, verdict
     assert sorted(m.id for m in client.models.list()) == sorted([MODEL, EMBEDDING_MODEL])
     reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
