@@ -256,6 +256,18 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             stop(proc)
 
 
+@pytest.fixture(autouse=True)
+def haproxy_still_running(gateway: Gateway) -> Iterator[None]:
+    """A gateway that died mid-module fails every later test with "connection refused"; say why, once."""
+    if gateway.proc.poll() is not None:
+        pytest.fail(f"haproxy had already exited with {gateway.proc.returncode}; see the first failure")
+    yield
+    if gateway.proc.poll() is not None:
+        log_tail = "\n".join(gateway.log_path.read_text(errors="replace").splitlines()[-60:])
+        code = gateway.proc.returncode
+        pytest.fail(f"haproxy exited with {code} during this test; its log ends:\n{log_tail}")
+
+
 @pytest.fixture(scope="module")
 def client(gateway: Gateway) -> openai.OpenAI:
     return openai.OpenAI(
@@ -826,6 +838,7 @@ def test_token_counts_survive_a_reload_including_a_stream_that_ends_after_it(gat
     wait_for_key_tokens(gateway, "daily", "day", expected_a + expected_b)
     # Under the limit by one token: admitted; it crosses the limit, so the next one is refused.
     assert call(gateway.port, "POST", "/v1/chat/completions", request_a, headers).status == 200
+    wait_for_key_tokens(gateway, "daily", "day", 2 * expected_a + expected_b)
     resp_over = call(gateway.port, "POST", "/v1/chat/completions", request_a, headers)
     error = assert_openai_error(resp_over, 429, "insufficient_quota")
     assert "tokens_per_day" in error["message"]
