@@ -181,3 +181,40 @@ def test_a_changed_plan_goes_blue_green_when_both_copies_fit_the_gpus(catalog):
         and again.update.strategy == "unchanged"
         and again.update.running == [f"{CHAT}-0", f"{CHAT}-1"]
     )
+
+
+def _with_instances(plan, **changes_by_name):
+    """``plan`` as if it had been deployed with the given instance fields changed (a different past)."""
+    instances = [inst.model_copy(update=changes_by_name.get(inst.name, {})) for inst in plan.instances]
+    return plan.model_copy(update={"instances": instances})
+
+
+def test_a_rolling_update_that_moves_instances_onto_other_gpus_is_refused_naming_the_ways_out(
+    catalog, host_vars
+):
+    first = plan_model(CHAT, catalog.get(CHAT), HOST, gpu_settings(host_vars))
+    # Deployed when -0 sat on GPU 1 and -1 on GPU 0: restarting -0 first would start it on -1's GPU.
+    swapped = _with_instances(first, **{f"{CHAT}-0": {"gpus": [1]}, f"{CHAT}-1": {"gpus": [0]}})
+    changed = gpu_settings(host_vars, extra_args=["--max-num-seqs", "64"])
+    with pytest.raises(PlanError) as refused:
+        plan_model(CHAT, catalog.get(CHAT), HOST, changed, previous=swapped)
+    message = str(refused.value)
+    assert f"{CHAT}-0: GPUs [1] -> [0]" in message and f"{CHAT}-1: GPUs [0] -> [1]" in message
+    assert f"undeploy-model.yml -e model={CHAT}" in message and "blue-green" in message
+
+
+def test_only_instances_that_keep_their_gpus_and_share_count_as_holding_their_memory(catalog, host_vars):
+    first = plan_model(CHAT, catalog.get(CHAT), HOST, gpu_settings(host_vars))
+    share = first.instances[0].gpu_memory_utilization
+    assert share is not None
+    # -0 ran with a smaller share (the new plan needs more than it holds); -1 with a larger one.
+    past = _with_instances(
+        first,
+        **{
+            f"{CHAT}-0": {"gpu_memory_utilization": share - 0.1},
+            f"{CHAT}-1": {"gpu_memory_utilization": share + 0.05},
+        },
+    )
+    second = plan_model(CHAT, catalog.get(CHAT), HOST, gpu_settings(host_vars), previous=past)
+    assert second.update and second.update.strategy == "rolling"
+    assert second.update.running == [f"{CHAT}-1"]

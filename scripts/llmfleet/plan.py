@@ -145,8 +145,10 @@ class Update(BaseModel):
     reason: str
     # Instances of the previous plan that this one does not keep; stopped once nothing routes to them.
     retire: list[Retiring] = Field(default_factory=list)
-    # Planned instances that run now under the same name (kept, or replaced in place): the GPU memory
-    # they hold is theirs to reuse, so the GPU preflight does not count it as taken.
+    # Planned instances that run now under the same name, on the same GPUs, with no larger share of them
+    # (kept, or replaced in place): the GPU memory they hold is theirs to reuse, so the GPU preflight does
+    # not count it as taken. An instance whose share grows is counted whole: the preflight cannot see how
+    # much of the GPU's used memory is its own, and a refusal is better than a failed start mid-rollout.
     running: list[str] = Field(default_factory=list)
 
 
@@ -279,7 +281,8 @@ def plan_model(
     )
     kept = {inst.name for inst in in_place.instances}
     retire = [Retiring(name=i.name, url=i.url) for i in previous.instances if i.name not in kept]
-    running = [inst.name for inst in in_place.instances if inst.name in old_names]
+    old_by_name = {inst.name: inst for inst in previous.instances}
+    running = [inst.name for inst in in_place.instances if _holds_its_gpu_memory(inst, old_by_name)]
     if _same_instances(in_place, previous):
         same = Update(strategy="unchanged", reason="the plan is the same", running=running)
         return in_place.model_copy(update={"update": same})
@@ -290,6 +293,7 @@ def plan_model(
             if settings.update_strategy == "rolling"
             else f"no room for a second copy: {room_detail}"
         )
+        _refuse_moving_in_place(name, host, in_place, old_by_name)
         rolling = Update(strategy="rolling", reason=why, retire=retire, running=running)
         return in_place.model_copy(update={"update": rolling})
     if not room:
@@ -348,6 +352,34 @@ def _index_of(model: str, instance: str) -> int:
 
 def _first_index(model: str, names: list[str]) -> int:
     return min(_index_of(model, n) for n in names) if names else 0
+
+
+def _holds_its_gpu_memory(inst: Instance, old_by_name: dict[str, Instance]) -> bool:
+    old = old_by_name.get(inst.name)
+    if old is None or old.gpus != inst.gpus:
+        return False
+    return (inst.gpu_memory_utilization or 0.0) <= (old.gpu_memory_utilization or 0.0)
+
+
+def _refuse_moving_in_place(
+    name: str, host: HostFacts, plan: ModelPlan, old_by_name: dict[str, Instance]
+) -> None:
+    """A rolling update restarts one instance at a time under its old name. One that moves to other GPUs
+    would start on GPUs its neighbours still hold, and fail with itself already drained."""
+    moved = [
+        f"{inst.name}: GPUs {old_by_name[inst.name].gpus} -> {inst.gpus}"
+        for inst in plan.instances
+        if inst.name in old_by_name and old_by_name[inst.name].gpus != inst.gpus
+    ]
+    if moved:
+        raise PlanError(
+            f"a rolling update of {name} on {host.hostname} would move instances onto other GPUs "
+            f"({'; '.join(moved)}), which the instances not yet replaced still hold. Either undeploy it "
+            f"first (ansible-playbook undeploy-model.yml -e model={name}; it stops serving until the "
+            "deploy ends), or free room for a blue-green update (deployment_plan_update_strategy: auto "
+            "takes it when every GPU has room for both copies), or render a plan that keeps each "
+            "instance on its GPUs"
+        )
 
 
 def _same_instances(new: ModelPlan, old: ModelPlan) -> bool:
