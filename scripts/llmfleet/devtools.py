@@ -53,7 +53,8 @@ def _spec_for(value: object, description: str) -> dict[str, object]:
         kinds = {type(v) for v in value}
         spec["elements"] = _YAML_TYPES[kinds.pop()] if len(kinds) == 1 else "raw"
         if not value:
-            spec["elements"] = "str"
+            # Nothing to infer from: a comment that shows the items as mappings ("[{name, url}]") says dict.
+            spec["elements"] = "dict" if "[{" in description else "str"
     spec["default"] = value
     return spec
 

@@ -103,6 +103,14 @@ def test_a_changed_instance_was_restarted_alone(host):
     )
 
 
+def test_a_retired_instance_is_stopped_and_its_unit_gone(host):
+    """side_effect.yml started tiny-2, then converged a plan without it that names it in vllm_container_retire."""
+    assert not host.file("/etc/systemd/system/llmfleet-vllm-tiny-2.service").exists
+    assert not host.service("llmfleet-vllm-tiny-2").is_running
+    assert host.run("docker inspect llmfleet-vllm-tiny-2").rc != 0, "its container is still there"
+    assert host.run("curl -sS --max-time 5 http://127.0.0.1:8602/v1/models").rc != 0, "port 8602 still answers"
+
+
 def test_killed_container_is_restarted(host):
     before = inspect(host, "tiny-1")["Id"]
     host.check_output("docker kill llmfleet-vllm-tiny-1")
