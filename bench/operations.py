@@ -97,11 +97,13 @@ class Outcome:
 
 @dataclass
 class Load:
-    """Workers that send requests back to back until stopped, each on a fresh connection."""
+    """Workers that send requests until stopped, each on a fresh connection: back to back, or with
+    ``pause_s`` between a worker's requests (a lighter load that still never stops)."""
 
     base_url: str
     api_key: str
     concurrency: int
+    pause_s: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -147,6 +149,8 @@ class Load:
             outcome = self._one(stream=(count + index) % 4 == 0)
             with self._lock:
                 self.outcomes.append(outcome)
+            if self.pause_s:
+                self._stop.wait(self.pause_s)
 
     def start(self) -> None:
         for index in range(self.concurrency):
@@ -184,10 +188,11 @@ def run_under_load(
     vars_: dict,
     vars_file: Path,
     warmup_s: float = 5.0,
+    pause_s: float = 0.0,
 ) -> dict:
     """Start the load, let it settle, disturb, stop; report the requests that failed."""
     context = scenario.prepare(vars_, vars_file)
-    load = Load(base_url, api_key, concurrency)
+    load = Load(base_url, api_key, concurrency, pause_s=pause_s)
     load.start()
     time.sleep(warmup_s)
     began = time.monotonic()

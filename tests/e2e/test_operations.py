@@ -41,6 +41,12 @@ CONCURRENCY = 4
 # one client keeps the load constant and leaves the playbook a core. bench/operations.py, whose
 # figures the README quotes, runs every scenario with four.
 REDEPLOY_CONCURRENCY = 1
+# And that client pauses between requests. After each step it runs, a CPU vLLM worker keeps polling its
+# queue for a second (sched_yield at 100% of a core: vLLM's SpinCondition, not settable), so requests
+# back to back keep both serving instances spinning while a blue-green redeploy starts two more beside
+# them: that redeploy took over 20 minutes of CI's 90 here. Requests still cross every step of the
+# switch: the redeploys take minutes.
+REDEPLOY_PAUSE_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +58,9 @@ def api_key() -> str:
         operations.undeploy(VARS, VARS_FILE)
 
 
-def under_load(api_key: str, scenario: str, concurrency: int = CONCURRENCY) -> dict:
+def under_load(api_key: str, scenario: str, concurrency: int = CONCURRENCY, pause_s: float = 0.0) -> dict:
     return operations.run_under_load(
-        GATEWAY, api_key, concurrency, operations.SCENARIOS[scenario], VARS, VARS_FILE
+        GATEWAY, api_key, concurrency, operations.SCENARIOS[scenario], VARS, VARS_FILE, pause_s=pause_s
     )
 
 
@@ -65,7 +71,7 @@ def test_two_instances_serve(api_key):
 
 
 def test_rolling_redeploy_under_load_fails_no_request(api_key):
-    result = under_load(api_key, "rolling", REDEPLOY_CONCURRENCY)
+    result = under_load(api_key, "rolling", REDEPLOY_CONCURRENCY, REDEPLOY_PAUSE_S)
     assert result["instances_replaced"] == [f"{MODEL}-0", f"{MODEL}-1"], result
     assert result["requests"] > 0
     assert result["failed"] == 0, result
@@ -132,7 +138,7 @@ def bad_inputs(api_key: str) -> list[tuple[str, bytes, dict[str, str], int]]:
 
 
 def test_blue_green_redeploy_switches_to_a_second_copy_and_fails_no_request(api_key):
-    result = under_load(api_key, "bluegreen", REDEPLOY_CONCURRENCY)
+    result = under_load(api_key, "bluegreen", REDEPLOY_CONCURRENCY, REDEPLOY_PAUSE_S)
     before, after = result["instances_before"], result["instances_after"]
     assert len(after) == 2 and not set(before) & set(after), result
     assert result["previous_still_running"] == [], result
