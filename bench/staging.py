@@ -1,15 +1,16 @@
-"""Staging benchmark: llmfleet's staging (parallel chunked reads, sha256 in the copy pass, atomic
-rename) against a plain sequential copy of the same bytes, on the same disk, in the same run.
+"""Staging benchmark: llmfleet's staging (sha256 in the copy pass, atomic rename) against a plain
+sequential copy of the same bytes, on the same disk, in the same run.
 
     .venv/bin/python bench/staging.py                       # 1 GiB model, 3 rounds, under build/bench-staging
     .venv/bin/python bench/staging.py --size-mib 2048 --rounds 5 --workdir /var/tmp/x --json
 
 A synthetic model (random bytes in a few ``model-0000N-of-0000M.safetensors`` files and a config.json)
 is published to a filesystem store with ``llmfleet.weights.publish``, then each round stages it with
-``llmfleet.weights.stage`` and copies it with ``shutil.copyfile`` file by file (what ``cp`` does: on
-Linux that is ``sendfile``/``copy_file_range``, no bytes through Python), each followed by an fsync of
-every file and the directory, since staging fsyncs and a copy that leaves its writes in the page cache
-would be timing memory, not the disk.
+``llmfleet.weights.stage`` (``--reads``: auto, which on a local disk is one sequential mapped stream
+per file; parallel, the chunked reads a network store gets) and copies it with ``shutil.copyfile``
+file by file (what ``cp`` does: on Linux that is ``sendfile``/``copy_file_range``, no bytes through
+Python), each followed by an fsync of every file and the directory, since staging fsyncs and a copy
+that leaves its writes in the page cache would be timing memory, not the disk.
 
 The page cache: before every timed copy the caches are dropped (``echo 3 > /proc/sys/vm/drop_caches``,
 root only) so both read the store from the disk. Where that is refused, the report says so, and the two
@@ -33,8 +34,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from llmfleet.store import FsStore
-from llmfleet.weights import DEFAULT_WORKERS, publish, read_manifest, stage, verify
+from llmfleet.store import FsStore, mount_of
+from llmfleet.weights import DEFAULT_WORKERS, READS, publish, read_manifest, resolve_reads, stage, verify
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench-synthetic"
@@ -57,6 +58,7 @@ class StagingReport(BaseModel):
     bytes: int
     files: int
     rounds: list[Round]
+    reads: str  # how staging read the store: parallel chunks or one sequential stream per file
     workers: int
     chunk_bytes: int
     cache: str  # how the page cache was handled
@@ -130,6 +132,7 @@ def run(
     workers: int = DEFAULT_WORKERS,
     chunk: int | None = None,
     use_drop_caches: bool = True,
+    reads: str = "auto",
     log: Callable[[str], None] = lambda _: None,
 ) -> StagingReport:
     """Publish a synthetic model of ``size`` bytes, then time both copies ``rounds`` times."""
@@ -143,6 +146,7 @@ def run(
     log(f"writing a {size / 2**20:,.0f} MiB synthetic model in {files} files")
     make_model(src, size, files)
     store = FsStore(store_root)
+    reads = resolve_reads(store, reads)
     publish(store, MODEL, REVISION, src)
     shutil.rmtree(src)  # the store copy is the source of both copies below
     store_dir = Path(store.location(MODEL, REVISION))
@@ -166,7 +170,9 @@ def run(
                 drop_caches()
             if method == "staging":
                 times[method] = _timed(
-                    lambda t=target: stage(store, MODEL, REVISION, t, workers=workers, chunk=chunk)
+                    lambda t=target: stage(
+                        store, MODEL, REVISION, t, workers=workers, chunk=chunk, reads=reads
+                    )
                 )
                 if i == rounds - 1:
                     problems = verify(target, workers=1)
@@ -190,6 +196,7 @@ def run(
         bytes=total,
         files=len(manifest["files"]),  # type: ignore[arg-type]
         rounds=done,
+        reads=reads,
         workers=workers,
         chunk_bytes=chunk,
         cache=cache,
@@ -214,17 +221,8 @@ def _machine() -> str:
 
 
 def _filesystem(path: Path) -> str:
-    """The mount holding ``path``: device and type, from /proc/mounts (longest matching mount point)."""
-    best = ("?", "?", "")
-    try:
-        for line in Path("/proc/mounts").read_text().splitlines():
-            dev, point, fstype = line.split()[:3]
-            inside = str(path.resolve()).startswith(point.rstrip("/") + "/") or str(path.resolve()) == point
-            if inside and len(point) >= len(best[2]):
-                best = (dev, fstype, point)
-    except OSError:
-        pass
-    return f"{best[1]} on {best[0]} ({best[2]})"
+    mount = mount_of(path)
+    return f"{mount.fstype} on {mount.device} ({mount.point})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=4, help="how many files the model is split into")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="staging's parallel reads")
+    parser.add_argument(
+        "--reads", choices=READS, default="auto", help="staging's reads (auto: sequential on a local disk)"
+    )
     parser.add_argument("--chunk-mib", type=int, default=None, help="staging's chunk (default: llmfleet's)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a fresh folder in build/")
     parser.add_argument("--no-drop-caches", action="store_true", help="leave the page cache alone")
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run(
             workdir, args.size_mib * 2**20, files=args.files, rounds=args.rounds, workers=args.workers,
             chunk=args.chunk_mib * 2**20 if args.chunk_mib else None,
-            use_drop_caches=not args.no_drop_caches, log=lambda m: print(m, file=sys.stderr),
+            use_drop_caches=not args.no_drop_caches, reads=args.reads,
+            log=lambda m: print(m, file=sys.stderr),
         )  # fmt: skip
     finally:
         if not keep:
@@ -256,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{report.bytes / 2**20:,.0f} MiB in {report.files} files, {len(report.rounds)} rounds, "
               f"{report.filesystem}; page cache {report.cache}")  # fmt: skip
-        print(f"staging (sha256 in the copy pass, {report.workers} workers): "
+        how = f"{report.workers} workers" if report.reads == "parallel" else "one stream per file"
+        print(f"staging (sha256 in the copy pass, {report.reads} reads, {how}): "
               f"{report.staging_mib_s:,.1f} MiB/s")  # fmt: skip
         print(f"plain copy (shutil.copyfile + fsync):           {report.plain_mib_s:,.1f} MiB/s")
         verdict = "meets" if report.ratio >= report.target_ratio else "MISSES"

@@ -114,7 +114,7 @@ class Stuck(FsStore):
     def read_range(self, model, revision, rel, offset, length):
         if rel == "sub/big.bin" and offset == 6 * chunk:
             # Wait until the six chunks before this one are hashed, then hang here until killed.
-            while not (mark_path(part).exists() and mark_path(part).read_text() == str(6 * chunk)):
+            while not (mark_path(part).exists() and mark_path(part).read_text().strip() == str(6 * chunk)):
                 time.sleep(0.01)
             print("stuck", flush=True)
             time.sleep(3600)
@@ -274,3 +274,99 @@ def test_cli_stage_still_takes_the_roles_flags(tmp_path, capsys, catalog):
     assert main([*argv, "--serving-root", str(tmp_path / "serving")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["changed"] and out["path"] == str(tmp_path / "serving" / "all-minilm-l6-v2" / revision)
+
+
+# --- how the store is read: parallel chunks, or one sequential mapped stream per file ---------------
+
+
+def test_a_store_on_a_local_disk_is_read_sequentially_and_a_network_mount_in_parallel(
+    store, tmp_path, monkeypatch
+):
+    import llmfleet.store
+
+    local = stage(store, "m", "rev1", tmp_path / "a" / "m" / "rev1", chunk=CHUNK)
+    assert local.extra["reads"] == "sequential" and "one sequential read per file" in local.detail
+    monkeypatch.setattr(llmfleet.store, "filesystem_type", lambda _path: "nfs4")
+    remote = stage(store, "m", "rev1", tmp_path / "b" / "m" / "rev1", chunk=CHUNK)
+    assert remote.extra["reads"] == "parallel" and "parallel chunked reads" in remote.detail
+    forced = stage(store, "m", "rev1", tmp_path / "c" / "m" / "rev1", chunk=CHUNK, reads="sequential")
+    assert forced.extra["reads"] == "sequential"
+    for outcome in (local, remote, forced):
+        assert (Path(outcome.path) / "sub" / "big.bin").read_bytes() == BIG
+        assert verify(Path(outcome.path)) == []
+
+
+def test_sequential_reads_are_refused_for_a_store_that_cannot_be_mapped_and_bad_modes_named(tmp_path):
+    from llmfleet.store import S3Store
+
+    s3 = S3Store("bucket", "fleet", client=object())  # never called: the mode is checked first
+    with pytest.raises(WeightsError, match=r"s3://bucket/fleet cannot be mapped.*--reads parallel or auto"):
+        stage(s3, "m", "rev1", tmp_path / "out", reads="sequential")
+    with pytest.raises(WeightsError, match=r"one of auto, parallel, sequential, not 'fast'"):
+        stage(FsStore(tmp_path), "m", "rev1", tmp_path / "out", reads="fast")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sequential_stage_resumes_a_parallel_one_without_fetching_its_chunks_again(store, tmp_path):
+    target = tmp_path / "serving" / "m" / "rev1"
+    with pytest.raises(OSError, match="injected"):
+        stage(CountingStore(store.root, fail_at=("sub/big.bin", 6 * CHUNK)), "m", "rev1", target, chunk=CHUNK)
+    outcome = stage(store, "m", "rev1", target, chunk=CHUNK, reads="sequential")
+    assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
+    assert outcome.extra["reused_bytes"] >= 6 * CHUNK
+    assert outcome.extra["fetched_bytes"] == outcome.extra["bytes"] - outcome.extra["reused_bytes"]
+    assert verify(target) == []
+
+
+def test_a_failed_sequential_copy_keeps_only_its_hashed_prefix_for_the_resume(store, tmp_path):
+    import hashlib as h
+
+    from llmfleet.store import MappedFile
+    from llmfleet.weights import copy_mapped, read_mark
+
+    part = tmp_path / "big.bin.part"
+    seen: list[int] = []
+
+    def fail_after_three_chunks(n: int) -> None:
+        seen.append(n)
+        if len(seen) == 3:
+            raise OSError("injected: the disk went away")
+
+    with MappedFile(store.root / "m" / "rev1" / "sub" / "big.bin") as source, pytest.raises(OSError):
+        copy_mapped(source, len(BIG), part, chunk=CHUNK, on_bytes=fail_after_three_chunks, resumable=True)
+    # The third chunk was hashed before the failure, the fourth may have been written: it is cut off.
+    assert part.stat().st_size == 3 * CHUNK and read_mark(part, CHUNK) == 3 * CHUNK
+    assert part.read_bytes() == BIG[: 3 * CHUNK]
+    with MappedFile(store.root / "m" / "rev1" / "sub" / "big.bin") as source:
+        digest = h.sha256(part.read_bytes())
+        resumed = copy_mapped(source, len(BIG), part, chunk=CHUNK, offset=3 * CHUNK, digest=digest)
+    assert resumed == sha(BIG) and part.read_bytes() == BIG
+
+
+def test_a_store_file_shorter_than_its_manifest_is_named_and_nothing_staged(store, tmp_path):
+    big = store.root / "m" / "rev1" / "sub" / "big.bin"
+    big.write_bytes(BIG[: 5 * CHUNK])
+    target = tmp_path / "serving" / "m" / "rev1"
+    with pytest.raises(
+        WeightsError, match=rf"short read from {big}: it holds {5 * CHUNK} bytes, its manifest"
+    ):
+        stage(store, "m", "rev1", target, chunk=CHUNK, reads="sequential")
+    assert not target.exists()
+
+
+def test_the_mount_of_a_path_is_the_longest_mount_point_above_it(tmp_path):
+    from llmfleet.store import Mount, mount_of
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/vda / ext4 rw 0 0\n"
+        "fs-1.fsx:/lustre /mnt/fsx lustre rw 0 0\n"
+        "srv:/export /mnt/fsx/my\\040models nfs4 rw 0 0\n"
+        "garbage\n"
+    )
+    assert mount_of(Path("/mnt/fsx/my models/m"), mounts) == Mount(
+        "srv:/export", "/mnt/fsx/my models", "nfs4"
+    )
+    assert mount_of(Path("/mnt/fsx/other"), mounts).fstype == "lustre"
+    assert mount_of(Path("/mnt/fsxx"), mounts).fstype == "ext4"  # a prefix of the name is not a parent
+    assert mount_of(Path("/x"), tmp_path / "absent").fstype == "unknown"

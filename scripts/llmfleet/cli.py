@@ -22,6 +22,7 @@ from llmfleet.gpucli import register as register_gpu
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
 from llmfleet.registry import DEFAULT_REGISTRY_DIR, deployed_plan, load_all, ports_held
 from llmfleet.tfinventory import register as register_inventory
+from llmfleet.weights import READS
 
 # One source for where a gateway lives: GatewaySettings' defaults, which the gateway role also starts from.
 _GATEWAY_DEFAULTS = {name: field.default for name, field in GatewaySettings.model_fields.items()}
@@ -147,7 +148,7 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
     revision = _weights_revision(args)
     outcome = stage(
         open_store(args.store), args.model, revision, args.serving_root / args.model / revision,
-        workers=args.workers, full_verify=args.full_verify, progress=args.progress,
+        workers=args.workers, full_verify=args.full_verify, progress=args.progress, reads=args.reads,
     )  # fmt: skip
     print(outcome.as_json())
     return EXIT_OK
@@ -422,7 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help=store_help)
     p.add_argument("--serving-root", type=Path, required=True, help="local NVMe directory or /dev/shm/...")
     p.add_argument("--revision", help="revision name (default: the catalog's revision of MODEL)")
-    p.add_argument("--workers", type=int, default=8, help="parallel chunk reads")
+    p.add_argument("--workers", type=int, default=8, help="parallel chunk reads (with --reads parallel)")
+    p.add_argument(
+        "--reads", choices=READS, default="auto",
+        help="parallel chunks (network stores), one sequential stream per file (local disks), or auto: "
+        "sequential when the store is on this host's own disks",
+    )  # fmt: skip
     p.add_argument("--full-verify", action="store_true", help="re-hash an already staged copy")
     p.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
     p = add("gc", cmd_weights_gc, "remove old staged revisions; never the one serving", weights_sub)

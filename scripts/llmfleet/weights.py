@@ -8,9 +8,10 @@ Layout (roots are settings; these are the local defaults)::
 A directory is complete exactly when its ``manifest.json`` exists: the manifest is written after every
 file and the directory is renamed into place, so a reader never sees a partial model.
 
-Staging reads the store in parallel chunks, hashes each file in the same pass as the copy (the bytes
-written are the bytes checked, no second read), and works in ``.<revision>.partial`` beside the final
-place: an interrupted stage resumes where it stopped, fetching only what is missing.
+Staging reads the store in parallel chunks (a network filesystem or S3) or in one sequential mapped
+stream per file (a store on the node's own disks), hashes each file in the same pass as the copy (the
+bytes written are the bytes checked, no second read), and works in ``.<revision>.partial`` beside the
+final place: an interrupted stage resumes where it stopped, fetching only what is missing.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from llmfleet.store import (
     MANIFEST,
     FsLock,
     FsStore,
+    MappedFile,
     Store,
     local_files,
     manifest_files,
@@ -54,6 +56,10 @@ from llmfleet.store import (
 
 _CHUNK = CHUNK
 DEFAULT_WORKERS = 8
+# How staging reads the store: parallel chunks (what a network filesystem or S3 rewards: each request
+# pays a round trip), or one sequential mapped stream per file (what a local disk rewards; see
+# store.MappedFile). auto picks sequential for a store on this host's own disks, parallel otherwise.
+READS = ("auto", "parallel", "sequential")
 # The golden output is recorded on the CPU with transformers; past this size that would take longer
 # (and more memory) than an import should, so bigger models get none (a GPU fleet's 70B, say).
 DEFAULT_GOLDEN_MAX_BYTES = 4 * 2**30
@@ -274,6 +280,28 @@ def mark_path(part: Path) -> Path:
     return part.with_name(part.name + ".ok")
 
 
+class _Mark:
+    """The mark beside a partial file, rewritten in place after every chunk (no new file, no rename).
+
+    Fixed width, so a rewrite never leaves a longer old number's tail. It only says where resuming may
+    start: the prefix is hashed again then, and the file's hash checked against the manifest at the end.
+    """
+
+    WIDTH = 20
+
+    def __init__(self, part: Path, enabled: bool) -> None:
+        self.fd = os.open(mark_path(part), os.O_WRONLY | os.O_CREAT, 0o644) if enabled else -1
+
+    def record(self, done: int) -> None:
+        if self.fd >= 0:
+            os.pwrite(self.fd, str(done).rjust(self.WIDTH).encode(), 0)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def read_mark(part: Path, chunk: int) -> int:
     """The verified prefix of a partial file, in whole chunks; 0 when unknown."""
     try:
@@ -320,7 +348,7 @@ def copy_ranges(
     done = offset
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644)
     os.ftruncate(fd, offset)
-    mark = mark_path(out_path)
+    mark = _Mark(out_path, resumable)
 
     def task(off: int, n: int) -> bytes:
         data = read(off, n)
@@ -346,12 +374,6 @@ def copy_ranges(
             pending.append((next_off, n, future))
             next_off += n
 
-    def record() -> None:
-        if resumable:
-            tmp = mark.with_name(mark.name + ".tmp")
-            tmp.write_text(str(done))
-            os.replace(tmp, mark)
-
     try:
         fill()
         while pending:
@@ -369,7 +391,7 @@ def copy_ranges(
                 data.release()
                 free.append(buf)
             done += n
-            record()
+            mark.record(done)
             if on_bytes is not None:
                 on_bytes(n)
             fill()
@@ -379,11 +401,82 @@ def copy_ranges(
             future.cancel()
         futures_wait([f for _, _, f in pending])  # no worker may write after the cut below
         os.ftruncate(fd, done)
-        record()
+        mark.record(done)
         raise
     finally:
         futures_wait([f for _, _, f in pending])
         os.close(fd)
+        mark.close()
+    return digest.hexdigest()
+
+
+def copy_mapped(
+    source: MappedFile,
+    size: int,
+    out_path: Path,
+    *,
+    chunk: int = _CHUNK,
+    offset: int = 0,
+    digest: Any = None,
+    on_bytes: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    what: str = "",
+    resumable: bool = False,
+) -> str:
+    """``copy_ranges``'s contract for a store file on a local disk: one sequential stream, no buffer.
+
+    A writer thread ``pwrite``s the next chunk of the mapped ``source`` to ``out_path`` (the kernel
+    reads it from the disk then, with the file's readahead) while this thread hashes the chunk written
+    before, from the same pages. The bytes written are the bytes hashed, each read from the disk once.
+    Resuming, the mark beside the file and the cut on failure are as in ``copy_ranges``.
+    """
+    digest = digest or hashlib.sha256()
+    if source.size < size:
+        raise WeightsError(
+            f"short read from {what}: it holds {source.size} bytes, its manifest says {size}; "
+            "the store copy is shorter than its manifest says"
+        )
+    view = source.view
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.ftruncate(fd, offset)
+    mark = _Mark(out_path, resumable)
+    done = next_off = offset
+    pending: deque[tuple[int, int, Future[None]]] = deque()
+
+    def submit() -> None:
+        nonlocal next_off
+        n = min(chunk, size - next_off)
+        pending.append((next_off, n, writer.submit(_pwrite_all, fd, view[next_off : next_off + n], next_off)))
+        next_off += n
+
+    # One writer, so the file is read in order; two chunks in flight, so it reads while we hash.
+    with ThreadPoolExecutor(1, thread_name_prefix="llmfleet-stage-write") as writer:
+        try:
+            while next_off < size and len(pending) < 2:
+                submit()
+            while pending:
+                if stop is not None and stop.is_set():
+                    raise _Stopped()
+                off, n, future = pending.popleft()
+                future.result()
+                digest.update(view[off : off + n])
+                done += n
+                mark.record(done)
+                if on_bytes is not None:
+                    on_bytes(n)
+                if next_off < size:
+                    submit()
+            os.fsync(fd)
+        except BaseException:
+            for _, _, future in pending:
+                future.cancel()
+            futures_wait([f for _, _, f in pending])  # the writer may not write after the cut below
+            os.ftruncate(fd, done)
+            mark.record(done)
+            raise
+        finally:
+            os.close(fd)
+            mark.close()
     return digest.hexdigest()
 
 
@@ -670,8 +763,12 @@ def stage(
     free_bytes: Callable[[Path], int] = _free_bytes,
     chunk: int = _CHUNK,
     lock_wait: float = 3600.0,
+    reads: str = "auto",
 ) -> Outcome:
-    """Copy a store revision to ``serving_dir``: parallel reads, hashed in the copy pass, renamed into place.
+    """Copy a store revision to ``serving_dir``, hashed in the copy pass, renamed into place.
+
+    ``reads`` (``READS``): parallel chunks, one sequential stream per file, or auto, which picks by where
+    the store is (``resolve_reads``).
 
     Skipped when the staged copy already carries the store's manifest (``full_verify`` re-hashes it
     first, and re-stages a damaged copy). Work happens in ``.<revision>.partial`` beside the target; a
@@ -680,6 +777,7 @@ def stage(
     check comes before any byte is copied. A checksum mismatch stops the stage, names the file and both
     hashes, and leaves whatever is staged already (the version serving) untouched.
     """
+    reads = resolve_reads(store, reads)
     manifest = store.manifest(model, revision)
     if manifest is None:
         raise WeightsError(
@@ -708,11 +806,26 @@ def stage(
         else:
             done = _stage_locked(
                 store, model, revision, manifest, serving_dir, workers=workers, progress=progress,
-                free_bytes=free_bytes, chunk=chunk, total=total, redo=redo,
+                free_bytes=free_bytes, chunk=chunk, total=total, redo=redo, reads=reads,
             )  # fmt: skip
         return _stage_golden(store, model, revision, manifest, serving_dir, done)
     finally:
         lock.release()
+
+
+def resolve_reads(store: Store, reads: str) -> str:
+    """``reads`` as staging will do it: auto becomes parallel or sequential (see ``READS``)."""
+    if reads not in READS:
+        raise WeightsError(f"reads must be one of {', '.join(READS)}, not {reads!r}")
+    mappable = store.can_map()
+    if reads == "sequential" and not mappable:
+        raise WeightsError(
+            f"sequential reads map the store's files, and {store.url} cannot be mapped (only a filesystem "
+            "store can); use --reads parallel or auto"
+        )
+    if reads == "auto":
+        return "sequential" if mappable and store.local() else "parallel"
+    return reads
 
 
 def _stage_golden(
@@ -759,6 +872,7 @@ def _stage_locked(
     chunk: int,
     total: int,
     redo: str,
+    reads: str,
 ) -> Outcome:
     files = manifest_files(manifest)
     for rel in files:
@@ -824,10 +938,15 @@ def _stage_locked(
         for attempt in (1, 2):
             digest = _rehash_prefix(part, offset, chunk) if offset else None
             try:
-                with store.reader(model, revision, rel) as read_into:
-                    actual = copy_ranges(read, size, part, reads, window=window, chunk=chunk, offset=offset,
-                                         digest=digest, on_bytes=tick, stop=stop, what=what,
-                                         resumable=True, read_into=read_into)  # fmt: skip
+                if reads == "sequential":
+                    with store.mapped(model, revision, rel) as source:
+                        actual = copy_mapped(source, size, part, chunk=chunk, offset=offset, digest=digest,
+                                             on_bytes=tick, stop=stop, what=what, resumable=True)  # fmt: skip
+                else:
+                    with store.reader(model, revision, rel) as read_into:
+                        actual = copy_ranges(read, size, part, pool, window=window, chunk=chunk,
+                                             offset=offset, digest=digest, on_bytes=tick, stop=stop,
+                                             what=what, resumable=True, read_into=read_into)  # fmt: skip
             except BaseException:
                 stop.set()
                 raise
@@ -846,7 +965,7 @@ def _stage_locked(
                 "version serving are as they were)"
             )
 
-    with ThreadPoolExecutor(workers) as reads, ThreadPoolExecutor(parallel_files) as per_file:
+    with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(parallel_files) as per_file:
         futures = [per_file.submit(one, rel) for rel in todo]
         errors = [exc for f in futures if (exc := f.exception()) is not None]
     real = [exc for exc in errors if not isinstance(exc, _Stopped)]
@@ -874,13 +993,17 @@ def _stage_locked(
     else:
         os.replace(partial, serving_dir)
     resumed = f", {stats.reused / 2**20:.1f} MiB kept from an interrupted stage" if stats.reused else ""
-    detail = f"staged {len(files)} files, {total / 2**20:.1f} MiB, verified in the copy{resumed}{redo}"
+    how = "parallel chunked reads" if reads == "parallel" else "one sequential read per file"
+    detail = (
+        f"staged {len(files)} files, {total / 2**20:.1f} MiB ({how}), verified in the copy{resumed}{redo}"
+    )
     extra = {
         "bytes": total,
         "fetched_bytes": stats.fetched,
         "reused_bytes": stats.reused,
         "seconds": round(seconds, 3),
         "workers": workers,
+        "reads": reads,
     }
     return Outcome(True, str(serving_dir), detail, extra)
 
