@@ -107,17 +107,17 @@ def test_debian_distro_takes_the_non_free_headless_set(rendered):
         "libcuda1",
         "libnvidia-ml1",
     ]
-    assert "Pin: version 535.*" in host["pref"] and "Pin-Priority: 1001" in host["pref"]
+    assert "Pin: version /^([0-9]+:)?535[.]/" in host["pref"] and "Pin-Priority: 1001" in host["pref"]
 
 
 def test_debian_cuda_repo_takes_nvidias_compute_only_packages(rendered):
     host = rendered["debian-cuda-open"]
     assert host["packages"] == ["nvidia-driver-cuda", "nvidia-kernel-open-dkms", "nvidia-persistenced"]
     assert host["url"] == f"{CUDA}/debian12/x86_64/" and host["key"] == f"{CUDA}/debian12/x86_64/3bf863cc.pub"
-    assert "Pin: version 580.*" in host["pref"]
+    assert "Pin: version /^([0-9]+:)?580[.]/" in host["pref"]
     proprietary = rendered["debian-cuda-proprietary"]
     assert proprietary["packages"] == ["nvidia-driver-cuda", "nvidia-kernel-dkms", "nvidia-persistenced"]
-    assert "Pin: version 570.*" in proprietary["pref"]
+    assert "Pin: version /^([0-9]+:)?570[.]/" in proprietary["pref"]
 
 
 def test_ubuntu_distro_takes_the_server_branch(rendered):
@@ -135,4 +135,4 @@ def test_ubuntu_cuda_repo_on_arm64_uses_sbsa_and_an_exact_version_pin(rendered):
     assert host["supported"] and host["release"] == "24.04"
     assert host["packages"] == ["nvidia-headless-580-open", "nvidia-utils-580"]
     assert host["url"] == f"{CUDA}/ubuntu2404/sbsa/" and host["key"] == f"{CUDA}/ubuntu2404/sbsa/3bf863cc.pub"
-    assert "Pin: version 580.95.05-0ubuntu1\n" in host["pref"]
+    assert "Pin: version /^([0-9]+:)?580[.]95[.]05-0ubuntu1$/\n" in host["pref"]

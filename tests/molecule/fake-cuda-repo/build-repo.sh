@@ -4,7 +4,8 @@
 # these are NOT NVIDIA's packages. Needs dpkg-deb, python3 and gpg.
 set -euo pipefail
 dest=${1:-/srv/fake-cuda-repo}
-versions=${FAKE_CUDA_VERSIONS:-"575.57.08-1 580.95.05-1 590.44.01-1"}
+# The newest branch carries an epoch, as a repackaged driver can: the role's pin must match it anyway.
+versions=${FAKE_CUDA_VERSIONS:-"575.57.08-1 580.95.05-1 1:590.44.01-1"}
 mkdir -p "$dest"
 for version in $versions; do
   for package in nvidia-driver-cuda nvidia-kernel-open-dkms nvidia-persistenced; do
@@ -52,7 +53,8 @@ UNIT
       [ -n "$depends" ] && echo "$depends"
       echo "Description: llmfleet TEST STAND-IN for NVIDIA's $package (not NVIDIA's package)"
     } > "$pkg/DEBIAN/control"
-    dpkg-deb --build --root-owner-group "$pkg" "$dest/${package}_${version}_all.deb" >/dev/null
+    # Debian's file names leave the epoch out.
+    dpkg-deb --build --root-owner-group "$pkg" "$dest/${package}_${version#*:}_all.deb" >/dev/null
     rm -rf "$pkg"
   done
 done

@@ -49,21 +49,22 @@ def test_branch_580_was_pinned_while_590_was_offered(host):
     before = host.file("/root/llmfleet-before-upgrade.txt").content_string
     for name in PACKAGES:
         assert f"{name} 580.95.05-1 hold" in before, before
-    assert "590.44.01-1" in before and "Candidate: 580.95.05-1" in before, before
+    assert "1:590.44.01-1" in before and "Candidate: 580.95.05-1" in before, before
 
 
 @pytest.mark.parametrize("name", PACKAGES)
 def test_upgraded_to_the_new_branch_and_held(host, name):
     pkg = host.package(name)
-    assert pkg.is_installed and pkg.version == "590.44.01-1", pkg.version
+    # 590 carries an epoch (build-repo.sh): a glob pin without it would not have matched.
+    assert pkg.is_installed and pkg.version == "1:590.44.01-1", pkg.version
     assert name in host.check_output("apt-mark showhold").split()
 
 
 def test_apt_applies_the_moved_pin(host):
     pref = host.file("/etc/apt/preferences.d/llmfleet-nvidia-driver.pref").content_string
-    assert "Pin: version 590.*" in pref and "Pin-Priority: 1001" in pref
+    assert "Pin: version /^([0-9]+:)?590[.]/" in pref and "Pin-Priority: 1001" in pref
     policy = host.check_output("apt-cache policy nvidia-driver-cuda")
-    assert "Candidate: 590.44.01-1" in policy and "1001" in policy, policy
+    assert "Candidate: 1:590.44.01-1" in policy and "1001" in policy, policy
 
 
 def test_upgrade_marked_a_reboot_pending(host):

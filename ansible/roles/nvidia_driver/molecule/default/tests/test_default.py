@@ -22,7 +22,7 @@ def test_non_free_components_enabled(host):
 
 def test_apt_applies_the_branch_pin(host):
     pref = host.file("/etc/apt/preferences.d/llmfleet-nvidia-driver.pref").content_string
-    assert "Pin: version 535.*" in pref and "Pin-Priority: 1001" in pref
+    assert "Pin: version /^([0-9]+:)?535[.]/" in pref and "Pin-Priority: 1001" in pref
     # apt itself reads the pin: the candidate carries priority 1001.
     policy = host.check_output("apt-cache policy nvidia-smi")
     assert "1001" in policy
