@@ -88,23 +88,35 @@ def compat_with(tmp_path: Path, image: str) -> Path:
     return path
 
 
+SHORT = DIGEST.removeprefix("sha256:")[:8]
+
+
+def pinned_by(*sources: str, kind: str = "index") -> str:
+    kind_field = f"digest_kind: {kind}, " if kind else ""
+    listed = ", ".join(sources)
+    return f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', {kind_field}digest_source: [{listed}]}}"
+
+
 def test_a_digest_needs_two_sources_and_a_kind(tmp_path: Path):
-    one_source = (
-        f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_kind: index, digest_source: [a/b]}}"
-    )
     with pytest.raises(CompatError, match=r"at least 2 digest_source entries"):
-        load_compat(compat_with(tmp_path, one_source))
-    no_kind = f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_source: [a/b, c/d]}}"
+        load_compat(compat_with(tmp_path, pinned_by(f"a/b {SHORT}")))
     with pytest.raises(CompatError, match=r"needs digest_kind"):
-        load_compat(compat_with(tmp_path, no_kind))
-    bad_kind = f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_kind: arm, digest_source: [a, b]}}"
+        load_compat(compat_with(tmp_path, pinned_by(f"a/b {SHORT}", f"c/d {SHORT}", kind="")))
     with pytest.raises(CompatError, match=r"images.v9.digest_kind"):
-        load_compat(compat_with(tmp_path, bad_kind))
+        load_compat(compat_with(tmp_path, pinned_by(f"a/b {SHORT}", f"c/d {SHORT}", kind="arm")))
     kind_without_digest = "{repository: r, cuda: '12.4', digest: '', digest_kind: index}"
     with pytest.raises(CompatError, match=r"digest is empty"):
         load_compat(compat_with(tmp_path, kind_without_digest))
-    ok = f"{{repository: r, cuda: '12.4', digest: '{DIGEST}', digest_kind: index, digest_source: [a/b, c/d]}}"
+    ok = pinned_by(f"a/b@{SHORT}", f"c/d {SHORT}")
     assert load_compat(compat_with(tmp_path, ok)).image("v9").digest == DIGEST
+
+
+def test_each_digest_source_is_distinct_and_quotes_the_digest(tmp_path: Path):
+    with pytest.raises(CompatError, match=r"at least 2 digest_source entries .* each different"):
+        load_compat(compat_with(tmp_path, pinned_by(f"a {SHORT}", f"a {SHORT}")))
+    quote = rf"must quote the digest it pins \(at least {SHORT}\.\.\.\): 'c/d'"
+    with pytest.raises(CompatError, match=quote):
+        load_compat(compat_with(tmp_path, pinned_by(f"a {SHORT}", "c/d")))
 
 
 def test_filled_digests_carry_their_sources(matrix):

@@ -42,10 +42,19 @@ class ImageEntry(BaseModel):
         if self.digest:
             if not self.digest_kind:
                 raise ValueError("a digest needs digest_kind (index or linux/amd64)")
-            if len(self.digest_source) < MIN_DIGEST_SOURCES:
+            if len(set(self.digest_source)) < MIN_DIGEST_SOURCES:
                 raise ValueError(
                     f"a digest needs at least {MIN_DIGEST_SOURCES} digest_source entries "
-                    "(independent repositories that pin it for this tag)"
+                    "(independent repositories that pin it for this tag), each different"
+                )
+            # Each source must say which digest it pins, so a source copied from another tag's entry, or
+            # one that pins another digest, is caught here rather than trusted.
+            short = self.digest.removeprefix("sha256:")[:8]
+            vague = [source for source in self.digest_source if short not in source]
+            if vague:
+                raise ValueError(
+                    f"every digest_source entry must quote the digest it pins (at least {short}...): "
+                    + "; ".join(repr(source) for source in vague)
                 )
         elif self.digest_kind:
             raise ValueError("digest_kind is set but the digest is empty")
