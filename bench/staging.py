@@ -146,7 +146,7 @@ def run(
     log(f"writing a {size / 2**20:,.0f} MiB synthetic model in {files} files")
     make_model(src, size, files)
     store = FsStore(store_root)
-    reads = resolve_reads(store, reads)
+    reads = resolve_reads(store, reads, MODEL, REVISION)
     publish(store, MODEL, REVISION, src)
     shutil.rmtree(src)  # the store copy is the source of both copies below
     store_dir = Path(store.location(MODEL, REVISION))

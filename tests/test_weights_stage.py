@@ -1,7 +1,10 @@
-"""Staging from a filesystem store: parallel chunked reads hashed in the copy pass, resumable, atomic.
+"""Staging from a filesystem store: hashed in the copy pass, resumable, atomic.
 
-Interruptions and damage are made by a store wrapper that fails or lies on chosen reads; free space is
-injected; nothing here depends on timing.
+Every test runs twice: with the store taken for a local disk (read in one sequential mapped stream per
+file) and for a network mount (read in parallel chunks); which one this machine's tmp really is does
+not matter. Interruptions and damage are made by a store wrapper that fails or lies on chosen reads
+(always read in parallel: it reads through read_range), or by a failing write; free space is injected;
+nothing here depends on timing.
 """
 
 from __future__ import annotations
@@ -51,16 +54,29 @@ class CountingStore(FsStore):
         return super().read_range(model, revision, rel, offset, length)
 
 
+@pytest.fixture(autouse=True, params=["ext4", "nfs4"])
+def store_filesystem(request, monkeypatch) -> str:
+    """What the store's mount is taken to be: ext4 stages read sequentially, nfs4 ones in parallel."""
+    import llmfleet.store
+
+    monkeypatch.setattr(llmfleet.store, "filesystem_type", lambda _path: request.param)
+    return request.param
+
+
+def expected_reads(store_filesystem: str) -> str:
+    return "sequential" if store_filesystem == "ext4" else "parallel"
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> FsStore:
     make_revision(tmp_path / "store", "m", "rev1", {"config.json": b'{"a": 1}', "sub/big.bin": BIG})
     return FsStore(tmp_path / "store")
 
 
-def test_stage_copies_verifies_and_then_skips(store, tmp_path):
+def test_stage_copies_verifies_and_then_skips(store, tmp_path, store_filesystem):
     target = tmp_path / "serving" / "m" / "rev1"
     first = stage(store, "m", "rev1", target, workers=4, chunk=CHUNK)
-    assert first.changed
+    assert first.changed and first.extra["reads"] == expected_reads(store_filesystem)
     assert (target / "sub" / "big.bin").read_bytes() == BIG
     assert verify(target) == []
     assert read_manifest(target) == store.manifest("m", "rev1")
@@ -279,24 +295,33 @@ def test_cli_stage_still_takes_the_roles_flags(tmp_path, capsys, catalog):
 # --- how the store is read: parallel chunks, or one sequential mapped stream per file ---------------
 
 
-def test_a_store_on_a_local_disk_is_read_sequentially_and_a_network_mount_in_parallel(
-    store, tmp_path, monkeypatch
+def test_auto_reads_a_local_disk_sequentially_a_network_mount_in_parallel_and_either_can_be_forced(
+    store, tmp_path, store_filesystem
 ):
-    import llmfleet.store
-
-    local = stage(store, "m", "rev1", tmp_path / "a" / "m" / "rev1", chunk=CHUNK)
-    assert local.extra["reads"] == "sequential" and "one sequential read per file" in local.detail
-    monkeypatch.setattr(llmfleet.store, "filesystem_type", lambda _path: "nfs4")
-    remote = stage(store, "m", "rev1", tmp_path / "b" / "m" / "rev1", chunk=CHUNK)
-    assert remote.extra["reads"] == "parallel" and "parallel chunked reads" in remote.detail
-    forced = stage(store, "m", "rev1", tmp_path / "c" / "m" / "rev1", chunk=CHUNK, reads="sequential")
-    assert forced.extra["reads"] == "sequential"
-    for outcome in (local, remote, forced):
+    auto = stage(store, "m", "rev1", tmp_path / "a" / "m" / "rev1", chunk=CHUNK)
+    how = {"ext4": "one sequential read per file", "nfs4": "parallel chunked reads"}[store_filesystem]
+    assert auto.extra["reads"] == expected_reads(store_filesystem) and how in auto.detail
+    forced = [
+        stage(store, "m", "rev1", tmp_path / mode / "m" / "rev1", chunk=CHUNK, reads=mode)
+        for mode in ("sequential", "parallel")
+    ]
+    assert [outcome.extra["reads"] for outcome in forced] == ["sequential", "parallel"]
+    for outcome in (auto, *forced):
         assert (Path(outcome.path) / "sub" / "big.bin").read_bytes() == BIG
         assert verify(Path(outcome.path)) == []
 
 
-def test_sequential_reads_are_refused_for_a_store_that_cannot_be_mapped_and_bad_modes_named(tmp_path):
+def test_the_mount_is_looked_up_where_the_revision_is_not_at_the_store_root(store, monkeypatch):
+    import llmfleet.store
+
+    asked: list[Path] = []
+    monkeypatch.setattr(llmfleet.store, "filesystem_type", lambda path: asked.append(path) or "nfs4")
+    assert not store.local("m", "rev1") and asked == [store.root / "m" / "rev1"]
+
+
+def test_sequential_reads_are_refused_for_a_store_that_cannot_be_mapped_and_bad_modes_named(
+    tmp_path, store_filesystem
+):
     from llmfleet.store import S3Store
 
     s3 = S3Store("bucket", "fleet", client=object())  # never called: the mode is checked first
@@ -316,6 +341,63 @@ def test_a_sequential_stage_resumes_a_parallel_one_without_fetching_its_chunks_a
     assert outcome.extra["reused_bytes"] >= 6 * CHUNK
     assert outcome.extra["fetched_bytes"] == outcome.extra["bytes"] - outcome.extra["reused_bytes"]
     assert verify(target) == []
+
+
+def fail_write_at(monkeypatch, offset: int, exc: OSError) -> None:
+    """Make the staged copy's write of the chunk at ``offset`` fail (in either read mode)."""
+    import llmfleet.weights
+
+    real = llmfleet.weights._pwrite_all
+
+    def failing(fd, data, off):
+        if off == offset and len(data) == CHUNK:
+            raise exc
+        real(fd, data, off)
+
+    monkeypatch.setattr(llmfleet.weights, "_pwrite_all", failing)
+
+
+def test_an_interrupted_sequential_stage_resumes_from_its_hashed_prefix(store, tmp_path, monkeypatch):
+    target = tmp_path / "serving" / "m" / "rev1"
+    with monkeypatch.context() as patch:
+        fail_write_at(patch, 6 * CHUNK, OSError(28, "No space left on device"))
+        with pytest.raises(OSError, match="No space left"):
+            stage(store, "m", "rev1", target, chunk=CHUNK, reads="sequential")
+    part = target.parent / ".rev1.partial" / "sub" / "big.bin.part"
+    assert part.stat().st_size == 6 * CHUNK and part.read_bytes() == BIG[: 6 * CHUNK]
+    outcome = stage(store, "m", "rev1", target, chunk=CHUNK, reads="sequential")
+    assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
+    assert outcome.extra["reused_bytes"] >= 6 * CHUNK
+    assert outcome.extra["fetched_bytes"] == outcome.extra["bytes"] - outcome.extra["reused_bytes"]
+    assert verify(target) == []
+
+
+def test_a_mapped_page_that_cannot_be_read_is_a_weights_error_naming_the_file(store, tmp_path, monkeypatch):
+    import errno
+
+    fail_write_at(monkeypatch, 2 * CHUNK, OSError(errno.EFAULT, "Bad address"))
+    target = tmp_path / "serving" / "m" / "rev1"
+    with pytest.raises(WeightsError) as err:
+        stage(store, "m", "rev1", target, chunk=CHUNK, reads="sequential")
+    big = store.root / "m" / "rev1" / "sub" / "big.bin"
+    assert f"reading {big} failed at offset {2 * CHUNK} of {len(BIG)}" in str(err.value)
+    assert f"it holds {len(BIG)} bytes now, {len(BIG)} when staging began" in str(err.value)
+    assert not target.exists()
+
+
+def test_a_store_file_rewritten_in_place_while_staged_is_refused(store, tmp_path):
+    from llmfleet.store import MappedFile
+    from llmfleet.weights import copy_mapped
+
+    big = store.root / "m" / "rev1" / "sub" / "big.bin"
+
+    def rewrite_after_the_first_chunk(_n: int) -> None:
+        with big.open("r+b") as fh:  # same size, other bytes: only the mtime tells
+            fh.write(b"\xff")
+        os.utime(big, ns=(1, 1))
+
+    with MappedFile(big) as source, pytest.raises(WeightsError, match=r"was rewritten while it was staged"):
+        copy_mapped(source, len(BIG), tmp_path / "out", chunk=CHUNK, on_bytes=rewrite_after_the_first_chunk)
 
 
 def test_a_failed_sequential_copy_keeps_only_its_hashed_prefix_for_the_resume(store, tmp_path):
@@ -362,11 +444,13 @@ def test_the_mount_of_a_path_is_the_longest_mount_point_above_it(tmp_path):
         "/dev/vda / ext4 rw 0 0\n"
         "fs-1.fsx:/lustre /mnt/fsx lustre rw 0 0\n"
         "srv:/export /mnt/fsx/my\\040models nfs4 rw 0 0\n"
+        "srv:/tabs /mnt/a\\011b nfs4 rw 0 0\n"
         "garbage\n"
     )
     assert mount_of(Path("/mnt/fsx/my models/m"), mounts) == Mount(
         "srv:/export", "/mnt/fsx/my models", "nfs4"
     )
     assert mount_of(Path("/mnt/fsx/other"), mounts).fstype == "lustre"
+    assert mount_of(Path("/mnt/a\tb/c"), mounts).device == "srv:/tabs"
     assert mount_of(Path("/mnt/fsxx"), mounts).fstype == "ext4"  # a prefix of the name is not a parent
     assert mount_of(Path("/x"), tmp_path / "absent").fstype == "unknown"

@@ -27,6 +27,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -429,8 +430,8 @@ class Store:
         """``read_range_into`` for one file, for many chunks of it (a backend may keep it open)."""
         yield lambda offset, buf: self.read_range_into(model, revision, rel, offset, buf)
 
-    def local(self) -> bool:
-        """Whether the store is on this host's own disks (a local read pays no round trip)."""
+    def local(self, model: str, revision: str) -> bool:
+        """Whether the revision is on this host's own disks (a local read pays no round trip)."""
         return False
 
     def can_map(self) -> bool:
@@ -513,9 +514,12 @@ class FsStore(Store):
         finally:
             os.close(fd)
 
-    def local(self) -> bool:
-        """On a filesystem of this host's own devices (``LOCAL_FILESYSTEMS``), not a network mount."""
-        return filesystem_type(self.root) in LOCAL_FILESYSTEMS
+    def local(self, model: str, revision: str) -> bool:
+        """On a filesystem of this host's own devices (``LOCAL_FILESYSTEMS``), not a network mount.
+
+        The revision's own directory is looked up, not the root: a model or revision directory may
+        be a symlink to, or a mount of, a network filesystem."""
+        return filesystem_type(self.root / model / revision) in LOCAL_FILESYSTEMS
 
     def can_map(self) -> bool:
         # A subclass that reads differently (a wrapper that counts or fails reads) is read through it.
@@ -599,12 +603,18 @@ class MappedFile:
     the parallel reads' seeking, were what kept staging from a plain copy's speed on a local disk).
     Whole, not window by window: unmapping in a threaded process stops every core it runs on.
     The first touch of a page is the kernel's, inside ``pwrite``: a read error there is an ``OSError``
-    (EFAULT), not a SIGBUS, and by the time the bytes are hashed their pages are resident.
+    (EFAULT), which staging reports as a ``WeightsError`` naming the file.
+
+    What this assumes: store files are never rewritten in place (publishing writes new files and
+    renames them, and a revision is immutable). A file truncated while mapped makes the hash's read
+    of an evicted page a SIGBUS, which kills the process; staging also compares the file's size,
+    mtime and inode before and after, to catch a rewrite that kept the size.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
+        self.opened = os.stat_result((0,) * 10)  # fstat at open; compared after the pass
         self.view = memoryview(b"")
         self._fd = -1
         self._map: mmap.mmap | None = None
@@ -612,7 +622,8 @@ class MappedFile:
     def __enter__(self) -> MappedFile:
         self._fd = os.open(self.path, os.O_RDONLY)
         try:
-            self.size = os.fstat(self._fd).st_size
+            self.opened = os.fstat(self._fd)
+            self.size = self.opened.st_size
             if self.size:  # an empty file cannot be mapped, and has nothing to read
                 self._map = mmap.mmap(self._fd, self.size, prot=mmap.PROT_READ)
                 self._map.madvise(mmap.MADV_SEQUENTIAL)  # read ahead further, drop what is behind
@@ -654,7 +665,8 @@ def mount_of(path: Path, mounts: Path = PROC_MOUNTS) -> Mount:
         fields = line.split()
         if len(fields) < 3:
             continue
-        point = fields[1].replace("\\040", " ")  # the kernel writes a space in a mount point as \040
+        # The kernel writes space, tab, newline and backslash in a mount point as octal escapes.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1])
         inside = where == point or where.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best.point):
             best = Mount(fields[0], point, fields[2])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -349,6 +350,7 @@ def copy_ranges(
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644)
     os.ftruncate(fd, offset)
     mark = _Mark(out_path, resumable)
+    mark.record(offset)  # an older, longer mark must not outlive the cut above
 
     def task(off: int, n: int) -> bytes:
         data = read(off, n)
@@ -440,6 +442,7 @@ def copy_mapped(
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT, 0o644)
     os.ftruncate(fd, offset)
     mark = _Mark(out_path, resumable)
+    mark.record(offset)  # an older, longer mark must not outlive the cut above
     done = next_off = offset
     pending: deque[tuple[int, int, Future[None]]] = deque()
 
@@ -458,7 +461,12 @@ def copy_mapped(
                 if stop is not None and stop.is_set():
                     raise _Stopped()
                 off, n, future = pending.popleft()
-                future.result()
+                try:
+                    future.result()
+                except OSError as exc:
+                    if exc.errno != errno.EFAULT:
+                        raise
+                    raise WeightsError(_unreadable(source, what, off, size)) from exc
                 digest.update(view[off : off + n])
                 done += n
                 mark.record(done)
@@ -466,6 +474,7 @@ def copy_mapped(
                     on_bytes(n)
                 if next_off < size:
                     submit()
+            _check_unchanged(source, what)
             os.fsync(fd)
         except BaseException:
             for _, _, future in pending:
@@ -478,6 +487,31 @@ def copy_mapped(
             os.close(fd)
             mark.close()
     return digest.hexdigest()
+
+
+def _unreadable(source: MappedFile, what: str, offset: int, size: int) -> str:
+    try:
+        now = f"it holds {os.stat(source.path).st_size} bytes now, {source.size} when staging began"
+    except OSError as exc:
+        now = f"it cannot be read now ({exc.strerror})"
+    return (
+        f"reading {what} failed at offset {offset} of {size}: {now}. The store copy changed while it "
+        "was staged, or its disk failed; nothing was changed in the serving directory"
+    )
+
+
+def _check_unchanged(source: MappedFile, what: str) -> None:
+    """Store files are immutable; one rewritten in place while mapped may have been hashed in part."""
+    try:
+        now = os.stat(source.path)
+    except OSError as exc:
+        raise WeightsError(f"{what} disappeared while it was staged ({exc.strerror})") from None
+    before = source.opened
+    if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+        raise WeightsError(
+            f"{what} was rewritten while it was staged (size, mtime or inode changed); store files must "
+            "not change once published. Stage again once whatever rewrites it has finished"
+        )
 
 
 def _rehash_prefix(path: Path, length: int, chunk: int) -> Any:
@@ -777,7 +811,7 @@ def stage(
     check comes before any byte is copied. A checksum mismatch stops the stage, names the file and both
     hashes, and leaves whatever is staged already (the version serving) untouched.
     """
-    reads = resolve_reads(store, reads)
+    reads = resolve_reads(store, reads, model, revision)
     manifest = store.manifest(model, revision)
     if manifest is None:
         raise WeightsError(
@@ -813,8 +847,8 @@ def stage(
         lock.release()
 
 
-def resolve_reads(store: Store, reads: str) -> str:
-    """``reads`` as staging will do it: auto becomes parallel or sequential (see ``READS``)."""
+def resolve_reads(store: Store, reads: str, model: str = "", revision: str = "") -> str:
+    """``reads`` as staging will do it for a revision: auto becomes parallel or sequential (``READS``)."""
     if reads not in READS:
         raise WeightsError(f"reads must be one of {', '.join(READS)}, not {reads!r}")
     mappable = store.can_map()
@@ -824,7 +858,7 @@ def resolve_reads(store: Store, reads: str) -> str:
             "store can); use --reads parallel or auto"
         )
     if reads == "auto":
-        return "sequential" if mappable and store.local() else "parallel"
+        return "sequential" if mappable and store.local(model, revision) else "parallel"
     return reads
 
 
