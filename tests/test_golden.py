@@ -12,8 +12,11 @@ import importlib.util
 import json
 import subprocess
 import sys
+import threading
 import urllib.error
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -303,6 +306,8 @@ def test_the_recorder_without_torch_exits_unavailable(tmp_path):
 def test_llmfleet_ready_runs_the_golden_check_and_keeps_the_verdict(tmp_path, monkeypatch, capsys):
     path = write_staged(tmp_path, golden_of(chat_output([5, 6])))
     monkeypatch.setattr("llmfleet.ready.wait_ready", lambda *a, **k: 1.0)
+    monkeypatch.setattr("llmfleet.ready.exercise", lambda *a, **k: [])
+    monkeypatch.setattr("llmfleet.ready.confirm_alive", lambda *a, **k: None)
     monkeypatch.setattr(
         "llmfleet.golden._ask", lambda *_: g.Served(token_ids=[8, 8], text="x", forced_gaps=[5, 5])
     )
@@ -318,3 +323,64 @@ def test_llmfleet_ready_runs_the_golden_check_and_keeps_the_verdict(tmp_path, mo
     out, err = capsys.readouterr()
     assert out == "" and "GOLDEN OUTPUT MISMATCH" in err
     assert json.loads((tmp_path / "report.json").read_text())["golden_check"] == "fail"
+
+
+# --- asking a server: the request and parse layer ---------------------------------------------------
+
+
+class _Scorer(BaseHTTPRequestHandler):
+    """Answers /v1/completions with vLLM's prompt_logprobs shape (None for the first prompt token, then a
+    dict of token id -> {"logprob": ...} with the token scored and vLLM's best), or with ``status``."""
+
+    status: ClassVar[int] = 200
+    seen: ClassVar[list[dict]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(body)
+        if self.status != 200:
+            reply, code = {"error": {"message": "nope"}}, self.status
+        else:
+            scored = [None] + [
+                {str(t): {"logprob": -1.0}, "999": {"logprob": -0.75}} for t in body["prompt"][1:]
+            ]
+            reply, code = {"choices": [{"text": "x", "prompt_logprobs": scored}]}, 200
+        data = json.dumps(reply).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def scorer():
+    handler = type("Scorer", (_Scorer,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_forced_gaps_sends_the_reference_tokens_and_reads_how_far_vllm_was_ahead(scorer):
+    handler, url = scorer
+    out = g.ChatOutput.model_validate(chat_output([5, 6]))
+    assert g.forced_gaps(url, "m", out) == [0.25, 0.25]
+    (sent,) = handler.seen
+    assert sent["prompt"] == [1, 2, 3, 5, 6] and sent["prompt_logprobs"] == 1 and sent["temperature"] == 0
+
+
+def test_forced_gaps_is_unknown_on_a_server_without_the_extension_but_a_crash_is_an_error(scorer):
+    handler, url = scorer
+    out = g.ChatOutput.model_validate(chat_output([5, 6]))
+    handler.status = 400
+    assert g.forced_gaps(url, "m", out) is None
+    # What the gate once took for "cannot say": vLLM's CPU build answering 500 as its engine died.
+    handler.status = 500
+    with pytest.raises(urllib.error.HTTPError):
+        g.forced_gaps(url, "m", out)

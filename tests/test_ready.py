@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from llmfleet.errors import NotReadyError
-from llmfleet.ready import Probe, probe_instance, wait_ready
+from llmfleet.ready import Probe, confirm_alive, exercise, probe_instance, request_shapes, wait_ready
 
 
 class FakeClock:
@@ -127,3 +132,130 @@ def test_one_restart_while_starting_is_tolerated():
     took = wait_ready("http://x", "m", 900, interval_s=2, probe=lambda *_: next(answers),
                       clock=clock, sleep=clock.sleep, main_pid=lambda: next(pids))  # fmt: skip
     assert took == 4
+
+
+# --- the request shapes the gate sends once the probe passes ------------------------------------------
+
+_BACKEND = Path(__file__).parent / "backends" / "fake_openai_backend.py"
+_spec = importlib.util.spec_from_file_location("fake_openai_backend", _BACKEND)
+fake_backend = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fake_backend)
+
+
+class _Breaking(fake_backend.FakeOpenAIHandler):
+    """The stdlib backend, except that a request matching ``breaks`` gets what vLLM's API server
+    answered when its engine died compiling the logprobs kernel: HTTP 500."""
+
+    model = "m"
+    backend_id = "m-0"
+    chunks = 2
+    chunk_seconds = 0.0
+    breaks: ClassVar[Callable[[str, dict], bool]] = staticmethod(lambda path, body: False)
+    drops: ClassVar[str] = ""  # a field the server leaves out of its answers
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        body = json.loads(raw)
+        if type(self).breaks(self.path, body):
+            self._send_json(500, {"error": {"message": "EngineCore encountered an issue", "code": 500}})
+            return
+        if type(self).drops:
+            body.pop(type(self).drops, None)
+        self.rfile = io.BytesIO(json.dumps(body).encode())
+        self.headers.replace_header("Content-Length", str(len(json.dumps(body))))
+        super().do_POST()
+
+
+@pytest.fixture
+def backend():
+    handler = type("Configured", (_Breaking,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_the_gate_sends_every_chat_shape_and_each_must_be_answered(backend):
+    _, url = backend
+    done = exercise(url, "m", "chat", timeout=10)
+    names = [d["shape"] for d in done]
+    assert names == [s.name for s in request_shapes("m", "chat")]
+    bodies = [s.body for s in request_shapes("m", "chat")]
+    assert any(b.get("stream") for b in bodies if "messages" in b)
+    assert any(b.get("stream") for b in bodies if "prompt" in b)
+    assert any(b.get("logprobs") for b in bodies if "messages" in b)
+    assert any(b.get("logprobs") for b in bodies if "prompt" in b)
+    assert any(b.get("prompt_logprobs") for b in bodies), "the golden check's teacher-forcing request"
+    assert any(b.get("temperature", 0) > 0 for b in bodies), "a sampled request, not only greedy ones"
+
+
+def test_embedding_shapes_want_one_vector_per_input(backend):
+    _, url = backend
+    done = exercise(url, "m", "embedding", timeout=10)
+    assert [d["shape"] for d in done] == [
+        "embedding of one input",
+        "embeddings of a batch",
+        "embedding as base64",
+    ]
+
+
+def test_an_instance_that_dies_on_a_logprobs_request_fails_the_gate_naming_the_shape(backend, tmp_path):
+    handler, url = backend
+    handler.breaks = staticmethod(lambda path, body: bool(body.get("logprobs")))
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        "Traceback (most recent call last):\n"
+        '  File "/x/torch/_inductor/cpp_builder.py", line 1, in get_cpp_compiler\n'
+        "torch._inductor.exc.InductorError: InvalidCxxCompiler: No working C++ compiler found\n"
+    )
+    with pytest.raises(NotReadyError) as err:
+        exercise(url, "m", "chat", timeout=10, log_file=log)
+    message = str(err.value)
+    assert "chat completion, sampled, with logprobs" in message
+    assert "HTTP 500" in message
+    assert "InvalidCxxCompiler" in message
+    assert "cpp_builder.py" not in message
+
+
+def test_an_instance_that_ignores_logprobs_does_not_pass_for_one_that_serves_them(backend):
+    handler, url = backend
+    handler.drops = "logprobs"
+    with pytest.raises(NotReadyError, match="carries no logprobs"):
+        exercise(url, "m", "chat", timeout=10)
+
+
+def test_a_stream_that_ends_without_done_fails_the_gate(backend, monkeypatch):
+    _, url = backend
+    real = fake_backend.FakeOpenAIHandler._write_chunk
+
+    def cut(self, data: bytes) -> None:
+        if data != b"data: [DONE]\n\n":
+            real(self, data)
+
+    monkeypatch.setattr(fake_backend.FakeOpenAIHandler, "_write_chunk", cut)
+    with pytest.raises(NotReadyError, match=r"chat completion, streamed .*without \[DONE\]"):
+        exercise(url, "m", "chat", timeout=10)
+
+
+def test_confirm_alive_refuses_an_instance_whose_process_changed_during_the_gate(tmp_path):
+    ok = lambda *_: Probe(True, "ok")  # noqa: E731
+    confirm_alive("http://x", "m", "chat", 101, main_pid=lambda: 101, probe=ok)
+    with pytest.raises(NotReadyError, match=r"process changed \(pid 101, now 102\)"):
+        confirm_alive("http://x", "m", "chat", 101, main_pid=lambda: 102, probe=ok)
+    with pytest.raises(NotReadyError, match="stopped answering"):
+        confirm_alive("http://x", "m", "chat", None, probe=lambda *_: Probe(False, "refused"))
+
+
+def test_llmfleet_ready_reports_each_shape_and_first_token_only_skips_them(backend, capsys):
+    from llmfleet.cli import main
+
+    _, url = backend
+    assert main(["ready", "--url", url, "--model", "m", "--timeout", "10"]) == 0
+    shapes = json.loads(capsys.readouterr().out)["shapes"]
+    assert [s["shape"] for s in shapes] == [s.name for s in request_shapes("m", "chat")]
+    assert main(["ready", "--url", url, "--model", "m", "--timeout", "10", "--first-token-only"]) == 0
+    assert "shapes" not in json.loads(capsys.readouterr().out)

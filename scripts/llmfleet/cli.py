@@ -306,7 +306,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_ready(args: argparse.Namespace) -> int:
-    from llmfleet.ready import wait_ready
+    from llmfleet.ready import confirm_alive, exercise, wait_ready
 
     main_pid = None
     if args.service:
@@ -318,6 +318,9 @@ def cmd_ready(args: argparse.Namespace) -> int:
     took = wait_ready(url, args.model, args.timeout, task=args.task, log_file=args.log, main_pid=main_pid)
     result: dict[str, object] = {"ready": True, "url": args.url, "model": args.model}
     result["seconds"] = round(took, 1)
+    pid = main_pid() if main_pid is not None else None
+    if not args.first_token_only:
+        result["shapes"] = exercise(url, args.model, args.task, log_file=args.log)
     if args.golden_file is not None:
         # Ready, and now: does it answer like the reference implementation did at import?
         from llmfleet.golden import check, enforce, write_report
@@ -329,6 +332,8 @@ def cmd_ready(args: argparse.Namespace) -> int:
         if verdict.status == "mismatch" and args.golden_check != "fail":
             print(verdict.message, file=sys.stderr)
         enforce(verdict, args.golden_check)
+    # Last: the requests above (the golden check's too) left the same process serving.
+    confirm_alive(url, args.model, args.task, pid, main_pid, log_file=args.log)
     print(json.dumps(result))
     return EXIT_OK
 
@@ -495,7 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys_command("revoke", cmd_keys_revoke, "remove a key; it stops working at once")
     p.add_argument("name")
 
-    p = add("ready", cmd_ready, "wait until an instance lists the model and generates a token")
+    p = add(
+        "ready",
+        cmd_ready,
+        "wait until an instance lists the model, generates a token and serves every request shape",
+    )
     p.add_argument("--url", required=True, help="instance base URL, e.g. http://127.0.0.1:8100")
     p.add_argument("--model", required=True)
     p.add_argument("--task", choices=["chat", "embedding"], default="chat", help="what one real request asks")
@@ -504,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", help="the instance's unit or program, to stop early on a crash loop")
     p.add_argument("--service-manager", choices=["systemd", "supervisord"], default="supervisord")
     p.add_argument("--supervisorctl-json", default="[]", help="supervisorctl command line as a JSON list")
+    p.add_argument(
+        "--first-token-only", action="store_true",
+        help="stop at the first token; skip the requests of every shape the service will see (streamed, "
+        "logprobs, ...) that the gate sends by default",
+    )  # fmt: skip
     p.add_argument(
         "--golden-file", type=Path, default=None,
         help="golden.json beside the staged weights: once ready, compare the instance's answer with it",

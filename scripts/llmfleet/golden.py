@@ -291,8 +291,13 @@ def forced_gaps(base_url: str, model: str, output: ChatOutput, timeout: float = 
     body = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 1}
     try:
         scored = _post(f"{base_url}/v1/completions", body, timeout)["choices"][0].get("prompt_logprobs")
-    except urllib.error.HTTPError:
-        return None  # a server without vLLM's prompt_logprobs extension
+    except urllib.error.HTTPError as exc:
+        # A server without vLLM's prompt_logprobs extension refuses the field; one that fails on it (a
+        # 500: vLLM's CPU build died compiling the logprobs kernel on a host without g++) is broken, not
+        # merely unable to say, and must fail the gate.
+        if exc.code in (400, 404, 422):
+            return None
+        raise
     if not isinstance(scored, list) or len(scored) != len(prompt):
         return None
     gaps = []

@@ -96,8 +96,21 @@ class FakeOpenAIHandler(BaseHTTPRequestHandler):
         elif self._peer_left_during(request.get("fake_delay_ms", 0) / 1000):
             self._count("aborted")
             self.close_connection = True
+        elif self.path == "/v1/embeddings":
+            inputs = request.get("input")
+            count = len(inputs) if isinstance(inputs, list) else 1
+            data = [{"index": i, "object": "embedding", "embedding": [0.5, 0.5]} for i in range(count)]
+            usage = {"prompt_tokens": len(raw), "total_tokens": len(raw)}
+            self._send_json(200, {"object": "list", "model": self.model, "data": data, "usage": usage})
+            self._count("served")
         else:
-            self._send_json(200, self._completion(len(raw)))
+            reply = self._completion(len(raw))
+            # What the readiness gate's logprobs shapes look for; the values mean nothing.
+            if request.get("logprobs"):
+                reply["choices"][0]["logprobs"] = {"content": [{"token": "hello", "logprob": -0.1}]}
+            if request.get("prompt_logprobs"):
+                reply["choices"][0]["prompt_logprobs"] = [None, {"1": {"logprob": -0.1}}]
+            self._send_json(200, reply)
             self._count("served")
 
     def _peer_left_during(self, seconds: float) -> bool:
