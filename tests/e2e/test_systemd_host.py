@@ -9,6 +9,12 @@ units. What is shared with this machine, and why:
 - /opt/llmfleet, where the pinned vLLM venv lives (3.5 GB; installing it again would only repeat
   the same pip install), and the content-addressed model store;
 - the network namespace, so this test reaches the container's gateway on 127.0.0.1:28000.
+
+The image itself has nothing the roles install: no C++ compiler, no HAProxy (this machine has both). vLLM's
+CPU build compiles kernels with torch inductor while it serves (every request that asks for logprobs does),
+so on a host without g++ its engine died on such a request after the readiness gate had passed; here the
+roles must install the compiler, and the instance must still be the same process after requests of
+every kind.
 """
 
 from __future__ import annotations
@@ -103,8 +109,10 @@ def systemd_host():
         time.sleep(1)
         state = on_host("systemctl is-system-running", timeout=30, check=False).stdout.strip()
     assert state in {"running", "degraded"}, f"systemd did not boot: {state!r}"
+    # What the host has before the playbook runs, for the tests below.
+    before = {tool: on_host(f"command -v {tool}", check=False).returncode == 0 for tool in ("g++", "haproxy")}
     try:
-        yield
+        yield before
     finally:
         podman("rm", "--force", "--time", "10", NAME, check=False, timeout=120)
 
@@ -127,6 +135,57 @@ def chat(api_key: str) -> str:
         model=MODEL, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8, temperature=0
     )
     return reply.choices[0].message.content
+
+
+def n_restarts(unit: str) -> int:
+    return int(on_host(f"systemctl show --property=NRestarts --value {unit}").stdout.strip() or 0)
+
+
+def test_the_test_host_came_without_what_the_roles_install(systemd_host, deployed):
+    """The image is a bare server: a pass below is the roles' doing, not the image's."""
+    assert systemd_host == {"g++": False, "haproxy": False}
+    assert on_host("command -v g++", check=False).returncode == 0, "vllm_runtime did not install a compiler"
+    assert on_host("command -v haproxy", check=False).returncode == 0, (
+        "the gateway role did not install HAProxy"
+    )
+
+
+def test_the_instance_serves_every_request_shape_as_the_same_process(api_key):
+    """Requests of each kind through the gateway, with the official client; logprobs make vLLM compile a
+    kernel (torch inductor), which killed the engine on a host without g++. Afterwards systemd must not
+    have restarted the instance, and its kernels must have been compiled here, on this host."""
+    pid, restarts = main_pid(UNIT), n_restarts(UNIT)
+    client = openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key=api_key, timeout=300)
+    messages = [{"role": "user", "content": "Name a colour."}]
+    for _ in range(2):
+        reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4, temperature=0)
+        assert reply.choices[0].message.content
+        chunks = list(
+            client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4, stream=True)
+        )
+        assert any(c.choices and c.choices[0].delta.content for c in chunks)
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            max_tokens=4,
+            temperature=0.8,
+            top_p=0.9,
+            logprobs=True,
+            top_logprobs=2,
+        )
+        assert reply.choices[0].logprobs.content
+        done = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=4, logprobs=2)
+        assert done.choices[0].logprobs.token_logprobs
+        chunks = list(client.completions.create(model=MODEL, prompt="The sky is", max_tokens=4, stream=True))
+        assert any(c.choices and c.choices[0].text for c in chunks)
+        done = client.completions.create(
+            model=MODEL, prompt="The sky is", max_tokens=1, extra_body={"prompt_logprobs": 1}
+        )
+        assert done.choices[0].model_extra.get("prompt_logprobs")
+    assert (main_pid(UNIT), n_restarts(UNIT)) == (pid, restarts), "the instance died while serving"
+    assert n_restarts(UNIT) == 0
+    compiled = on_host("find /tmp/torchinductor_root -name '*.so' | head -n 1", check=False).stdout.strip()
+    assert compiled, "no kernel was compiled on the test host: the logprobs requests did not reach inductor"
 
 
 def test_instances_and_gateway_are_enabled_systemd_units(deployed):
