@@ -166,3 +166,39 @@ def test_cli_keys_without_a_deployed_gateway_says_so(
 ) -> None:
     assert main(["keys", "list", "--gateway-config-dir", str(tmp_path)]) == 7
     assert "Deploy first (make deploy)" in capsys.readouterr().err
+
+
+def test_cli_keys_add_that_cannot_reach_the_maps_adds_no_key(
+    gateway_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An admin socket that answers every command with an error, as a HAProxy that cannot find the map
+    would: the key must not stay in the store, since its secret was never shown."""
+    import socket
+    import threading
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(run_dir / "haproxy.sock"))
+    server.listen(8)
+
+    def refuse() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"Unknown map identifier. Please use #<id> or <file>.\n")
+
+    threading.Thread(target=refuse, daemon=True).start()
+    try:
+        rc = main(["keys", "add", "bob", "--models", "*", "--gateway-config-dir", str(gateway_config)])
+    finally:
+        server.close()
+    out, err = capsys.readouterr()
+    assert rc == 7 and out == ""
+    assert "key 'bob' was not added" in err and "Unknown map identifier" in err and "nothing changed" in err
+    assert "bob" not in json.dumps(list_keys(gateway_config / "keys"))
+    assert " bob\n" not in (gateway_config / "keys.map").read_text(), "the map files were not put back"

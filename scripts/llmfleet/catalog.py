@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llmfleet.errors import CatalogError, UnknownModelError
+from llmfleet.errors import CatalogError, UnknownModelError, yaml_problem
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
 MODEL_NAME = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")]
@@ -225,7 +225,7 @@ def parse_catalog(text: str, path: Path) -> Catalog:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+        raise CatalogError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise CatalogError(f"{path}: expected a mapping with schema_version, default_model and models")
     try:

@@ -1,12 +1,14 @@
 """The ``llmfleet`` command: parse arguments, call the library, map errors to exit codes.
 
 Machine-facing subcommands (used by the playbooks) print JSON on stdout; errors go to stderr as one
-readable message with a non-zero exit code, never a traceback.
+readable message with a non-zero exit code, never a traceback (``llmfleet.cliargs`` is that one layer,
+and lists the exit codes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +18,18 @@ from llmfleet import __version__
 from llmfleet.bench.cli import register as register_bench
 from llmfleet.capacity.cli import register as register_capacity
 from llmfleet.catalog import load_catalog
-from llmfleet.errors import LlmfleetError, WeightsError
+from llmfleet.cliargs import (
+    EXIT_OK,
+    OneLineParser,
+    UsageError,
+    flag_names,
+    json_flag,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    run,
+)
+from llmfleet.errors import GatewayError, LlmfleetError, WeightsError
 from llmfleet.gateway import GatewaySettings
 from llmfleet.gpucli import register as register_gpu
 from llmfleet.plan import DeploymentSettings, HostFacts, plan_model
@@ -28,10 +41,6 @@ from llmfleet.weights import READS
 _GATEWAY_DEFAULTS = {name: field.default for name, field in GatewaySettings.model_fields.items()}
 DEFAULT_GATEWAY_CONFIG_DIR = Path(_GATEWAY_DEFAULTS["config_dir"])
 DEFAULT_GATEWAY_SOCKET = Path(_GATEWAY_DEFAULTS["runtime_dir"]) / "haproxy.sock"
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def _print_json(data: object) -> None:
@@ -73,9 +82,9 @@ def cmd_host_facts(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
     entry = catalog.get(args.model)
-    settings = DeploymentSettings.model_validate_json(args.settings_json)
+    settings = json_flag(DeploymentSettings, "--settings-json", args.settings_json)
     if args.host_facts_json:
-        host = HostFacts.model_validate_json(args.host_facts_json)
+        host = json_flag(HostFacts, "--host-facts-json", args.host_facts_json)
     else:
         from llmfleet.hostfacts import gather
 
@@ -106,8 +115,6 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
     from llmfleet.weights import import_model
 
     entry = load_catalog(args.catalog).get(args.model)
-    if args.golden_max_gib <= 0:
-        raise WeightsError(f"--golden-max-gib must be positive, not {args.golden_max_gib}")
     outcome = import_model(
         args.model, entry, args.store, args.converter_python, args.pip_python,
         lock_wait=args.lock_wait, workers=args.workers, progress=args.progress,
@@ -200,7 +207,7 @@ def cmd_gateway_render(args: argparse.Namespace) -> int:
     from llmfleet.gateway import GatewaySettings, load_policy, render_gateway
     from llmfleet.keys import GATEWAY_STATE_FILE, load_api_keys, state_json
 
-    settings = GatewaySettings.model_validate_json(args.settings_json)
+    settings = json_flag(GatewaySettings, "--settings-json", args.settings_json)
     policy = load_policy(args.policy_file)
     plans = [dep.plan for dep in load_all(args.registry)]
     files = render_gateway(settings, policy, plans, load_api_keys(args.keys_dir))
@@ -260,11 +267,22 @@ def _push(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_keys_add(args: argparse.Namespace) -> int:
-    from llmfleet.keys import add_key, load_state
+    from llmfleet.keys import add_key, load_state, revoke_key
 
     state = load_state(args.gateway_config_dir)
     secret = add_key(Path(state.keys_dir), args.name, _key_policy(args), _catalog_models(args))
-    result = _push(args)
+    try:
+        result = _push(args)
+    except (LlmfleetError, OSError) as exc:
+        # The secret has not been shown, so a key that stayed would be one nobody can use: take it back
+        # out, and the maps with it, so that the gateway and the store agree again.
+        revoke_key(Path(state.keys_dir), args.name)
+        with contextlib.suppress(LlmfleetError, OSError):  # the first error is the one to report
+            _push(args)
+        raise GatewayError(
+            f"key {args.name!r} was not added: the gateway's maps could not be updated ({exc}); "
+            "nothing changed. Fix the gateway (llmfleet status, its log) and run keys add again"
+        ) from None
     if args.json:
         _print_json({"name": args.name, "key": secret, **result})
     else:
@@ -312,7 +330,7 @@ def cmd_ready(args: argparse.Namespace) -> int:
     if args.service:
         from llmfleet.status import service_pid
 
-        supervisorctl = json.loads(args.supervisorctl_json)
+        supervisorctl = _json_list("--supervisorctl-json", args.supervisorctl_json)
         main_pid = lambda: service_pid(args.service_manager, args.service, supervisorctl)  # noqa: E731
     url = args.url.rstrip("/")
     took = wait_ready(url, args.model, args.timeout, task=args.task, log_file=args.log, main_pid=main_pid)
@@ -338,9 +356,24 @@ def cmd_ready(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _json_list(flag: str, text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} is not valid JSON ({exc}): {text[:80]!r}") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f'{flag} must be a JSON list of strings, like ["supervisorctl", "-c", "FILE"]')
+    return value
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from llmfleet.status import status
 
+    if args.registry.exists() and not args.registry.is_dir():
+        raise UsageError(
+            f"--registry {args.registry} is a file; give the deployment records' directory "
+            "(llmfleet_common_registry_dir, /var/lib/llmfleet/deployments by default)"
+        )
     models = status(args.registry)
     if args.json:
         _print_json({"models": models})
@@ -357,7 +390,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmfleet", description="Plan, deploy and gate open LLMs.")
+    parser = OneLineParser(prog="llmfleet", description="Plan, deploy and gate open LLMs.")
     parser.add_argument("--version", action="version", version=f"llmfleet {__version__}")
     parser.add_argument(
         "--catalog", type=Path, default=None, help="model catalog (default: catalog/models.yml)"
@@ -398,15 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help=store_help)
     p.add_argument("--converter-python", default=sys.executable, help="python with torch, transformers, gguf")
     p.add_argument("--pip-python", default=sys.executable, help="python whose pip downloads packages")
-    p.add_argument("--lock-wait", type=float, default=3600.0, help="seconds to wait for another writer")
-    p.add_argument("--workers", type=int, default=8, help="parallel reads (s3 sources)")
+    p.add_argument(
+        "--lock-wait", type=non_negative_float, default=3600.0, help="seconds to wait for another writer"
+    )
+    p.add_argument("--workers", type=positive_int, default=8, help="parallel reads (s3 sources)")
     p.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
     p.add_argument(
         "--golden", action=argparse.BooleanOptionalAction, default=True,
         help="record the reference implementation's golden output with --converter-python (default: yes)",
     )  # fmt: skip
     p.add_argument(
-        "--golden-max-gib", type=float, default=4.0, help="record none for weights larger than this (GiB)"
+        "--golden-max-gib",
+        type=positive_float,
+        default=4.0,
+        help="record none for weights larger than this (GiB)",
     )
     p = add(
         "publish", cmd_weights_publish, "publish a model directory into a store, manifest last", weights_sub
@@ -419,8 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from-store", help="another store holding MODEL at REVISION")
     p.add_argument("--store", required=True, help=store_help)
     p.add_argument("--revision", help="revision name (default: the catalog's revision of MODEL)")
-    p.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another writer")
-    p.add_argument("--workers", type=int, default=8, help="parallel reads with --from-store")
+    p.add_argument(
+        "--lock-wait", type=non_negative_float, default=0.0, help="seconds to wait for another writer"
+    )
+    p.add_argument("--workers", type=positive_int, default=8, help="parallel reads with --from-store")
     p.add_argument("--scratch-dir", default=None, help="where --from-store builds its copy (default: TMPDIR)")
     p.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
     p = add("stage", cmd_weights_stage, "copy the store copy to the serving directory, verified", weights_sub)
@@ -428,7 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help=store_help)
     p.add_argument("--serving-root", type=Path, required=True, help="local NVMe directory or /dev/shm/...")
     p.add_argument("--revision", help="revision name (default: the catalog's revision of MODEL)")
-    p.add_argument("--workers", type=int, default=8, help="parallel chunk reads (with --reads parallel)")
+    p.add_argument(
+        "--workers", type=positive_int, default=8, help="parallel chunk reads (with --reads parallel)"
+    )
     p.add_argument(
         "--reads", choices=READS, default="auto",
         help="parallel chunks (network stores), one sequential stream per file (local disks), or auto: "
@@ -439,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("gc", cmd_weights_gc, "remove old staged revisions; never the one serving", weights_sub)
     p.add_argument("model")
     p.add_argument("--serving-root", type=Path, required=True)
-    p.add_argument("--keep", type=int, default=2, help="newest staged revisions to keep (at least 1)")
+    p.add_argument(
+        "--keep", type=positive_int, default=2, help="newest staged revisions to keep (at least 1)"
+    )
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
     p = add("verify", cmd_weights_verify, "re-hash the staged copy being served", weights_sub)
     p.add_argument("model")
@@ -469,7 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", type=Path, default=DEFAULT_GATEWAY_SOCKET, help=socket_help)
     p.add_argument("--model", required=True)
     p.add_argument("--instance", required=True)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for in-flight requests")
+    p.add_argument(
+        "--timeout", type=non_negative_float, default=120.0, help="seconds to wait for in-flight requests"
+    )
     p = add("readmit", cmd_gateway_readmit, "put a drained instance back into rotation", gateway_sub)
     p.add_argument("--socket", type=Path, default=DEFAULT_GATEWAY_SOCKET, help=socket_help)
     p.add_argument("--model", required=True)
@@ -491,9 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys_command("add", cmd_keys_add, "create a key; prints it once")
     p.add_argument("name")
     p.add_argument("--models", required=True, help="comma-separated model names, or * for all")
-    p.add_argument("--rpm", type=int, default=None, help="requests per minute")
-    p.add_argument("--tokens-per-minute", type=int, default=None)
-    p.add_argument("--tokens-per-day", type=int, default=None)
+    p.add_argument("--rpm", type=positive_int, default=None, help="requests per minute")
+    p.add_argument("--tokens-per-minute", type=positive_int, default=None)
+    p.add_argument("--tokens-per-day", type=positive_int, default=None)
     p.add_argument("--json", action="store_true")
     p = keys_command("list", cmd_keys_list, "list keys, their models and limits (no secrets)")
     p.add_argument("--json", action="store_true")
@@ -508,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", required=True, help="instance base URL, e.g. http://127.0.0.1:8100")
     p.add_argument("--model", required=True)
     p.add_argument("--task", choices=["chat", "embedding"], default="chat", help="what one real request asks")
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--timeout", type=positive_float, default=600.0, help="seconds to wait for readiness")
     p.add_argument("--log", type=Path, default=None, help="instance log to show if it never gets ready")
     p.add_argument("--service", help="the instance's unit or program, to stop early on a crash loop")
     p.add_argument("--service-manager", choices=["systemd", "supervisord"], default="supervisord")
@@ -549,15 +595,9 @@ def _with_aliases(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(_with_aliases(sys.argv[1:] if argv is None else argv))
-    try:
-        return int(args.func(args))
-    except LlmfleetError as exc:
-        print(f"llmfleet: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ValueError as exc:  # pydantic validation of --settings-json and friends
-        print(f"llmfleet: error: invalid input: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    parser = build_parser()
+    args = parser.parse_args(_with_aliases(sys.argv[1:] if argv is None else argv))
+    return run(args.func, args, flag_names(parser))
 
 
 if __name__ == "__main__":

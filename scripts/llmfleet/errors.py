@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LlmfleetError(Exception):
     """Base class: a problem the operator can fix. The CLI prints the message, no traceback."""
@@ -51,6 +53,15 @@ class CapacityError(LlmfleetError):
     exit_code = 9
 
 
+class CapacityRefusal(CapacityError):
+    """No TP x PP fits: the message says why and what is nearest; ``candidates`` are every one weighed,
+    each with ``fits`` and its reason, for ``capacity plan --json`` to print all the same."""
+
+    def __init__(self, message: str, candidates: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
 class InventoryError(LlmfleetError):
     """Terraform's outputs cannot be read or turned into an Ansible inventory."""
 
@@ -71,3 +82,13 @@ class CompatError(LlmfleetError):
 
 class GoldenMismatchError(NotReadyError):
     """An instance answers, but not like the reference implementation's golden output."""
+
+
+def yaml_problem(exc: Any) -> str:
+    """A YAML parse error in one line: where (line and column, 1-based) and what, without the excerpt
+    PyYAML prints over several lines."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")

@@ -32,7 +32,7 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmfleet.errors import GatewayError
+from llmfleet.errors import GatewayError, yaml_problem
 from llmfleet.plan import ModelPlan
 
 # HAProxy proxy and server names, map keys and the JSON we render by hand are all safe with this
@@ -206,7 +206,7 @@ def load_policy(path: Path | str | None) -> GatewayPolicy:
             "or point gateway_policy_file at the right file"
         ) from None
     except yaml.YAMLError as exc:
-        raise GatewayError(f"gateway policy {path} is not valid YAML: {exc}") from None
+        raise GatewayError(f"gateway policy {path} is not valid YAML: {yaml_problem(exc)}") from None
     try:
         return GatewayPolicy.model_validate(raw or {})
     except ValidationError as exc:

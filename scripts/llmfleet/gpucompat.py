@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llmfleet.errors import CompatError, TopologyError
+from llmfleet.errors import CompatError, TopologyError, yaml_problem
 from llmfleet.topology import GpuTopology, format_cpulist, placement
 
 DEFAULT_COMPAT = Path(__file__).resolve().parents[2] / "images" / "compat.yml"
@@ -102,8 +102,10 @@ def load_compat(path: Path | str = DEFAULT_COMPAT) -> CompatMatrix:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         matrix = CompatMatrix.model_validate(raw)
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise CompatError(f"cannot read {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise CompatError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise CompatError(f"{path} is invalid: {problems}") from None

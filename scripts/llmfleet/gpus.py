@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llmfleet.errors import CatalogError
+from llmfleet.errors import CatalogError, yaml_problem
 
 DEFAULT_GPU_CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "gpus.yml"
 
@@ -89,7 +89,7 @@ def load_gpu_catalog(path: Path | str = DEFAULT_GPU_CATALOG) -> GpuCatalog:
     except FileNotFoundError:
         raise CatalogError(f"GPU catalog {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise CatalogError(f"GPU catalog {path} is not valid YAML: {exc}") from None
+        raise CatalogError(f"GPU catalog {path} is not valid YAML: {yaml_problem(exc)}") from None
     try:
         return GpuCatalog.model_validate(raw)
     except ValidationError as exc:

@@ -725,6 +725,12 @@ def publish(
     """
     if not src_dir.is_dir():
         raise WeightsError(f"{src_dir} is not a directory")
+    root = getattr(store, "root", None)
+    if isinstance(root, Path) and root.resolve().is_relative_to(src_dir.resolve()):
+        raise WeightsError(
+            f"the store {root} is inside --from {src_dir}: publishing would copy the store into itself; "
+            "give the model's own directory as --from, or a store outside it"
+        )
     own = read_manifest(src_dir)
     expected = None
     source: dict[str, Any] = {"kind": "published", "from": str(src_dir)}

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from llmfleet.cliargs import positive_float, positive_int
 from llmfleet.registry import DEFAULT_REGISTRY_DIR
 
 DEFAULT_DB = Path("bench/results/results.sqlite")
@@ -170,12 +171,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_bench_crosscheck)
     p.add_argument("--model", help="deployed model (default: the catalog's default)")
     p.add_argument("--target", choices=["gateway", "instance"], default="instance")
-    p.add_argument("--input-tokens", type=int, default=128)
-    p.add_argument("--output-tokens", type=int, default=64)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--tolerance", type=float, default=0.10, help="largest relative difference accepted")
-    p.add_argument("--rounds", type=int, default=2, help="ABBA rounds: 2 runs ours, vllm, vllm, ours")
+    p.add_argument("--input-tokens", type=positive_int, default=128)
+    p.add_argument("--output-tokens", type=positive_int, default=64)
+    p.add_argument("--concurrency", type=positive_int, default=4)
+    p.add_argument("--requests", type=positive_int, default=16)
+    p.add_argument(
+        "--tolerance", type=positive_float, default=0.10, help="largest relative difference accepted"
+    )
+    p.add_argument(
+        "--rounds", type=positive_int, default=2, help="ABBA rounds: 2 runs ours, vllm, vllm, ours"
+    )
     p.add_argument("--vllm-python", default="/opt/llmfleet/vllm-venv/bin/python")
     p.add_argument("--out", type=Path, help="folder for the vllm bench serve JSON and the report")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
@@ -210,7 +215,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--report-dir", type=Path, default=None, help="compare report folder (default bench/results/sweep-ID)"
     )
-    p.add_argument("--deploy-timeout", type=float, default=1800.0, help="seconds per deploy")
+    p.add_argument("--deploy-timeout", type=positive_float, default=1800.0, help="seconds per deploy")
     p.add_argument(
         "--keep-going", action="store_true", help="a candidate that fails to deploy is skipped, not fatal"
     )

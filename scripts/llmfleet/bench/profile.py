@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmfleet.bench.errors import BenchError
+from llmfleet.errors import yaml_problem
 
 
 class _Strict(BaseModel):
@@ -89,7 +90,7 @@ def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise BenchError(f"{path}: not valid YAML: {exc}") from None
+        raise BenchError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise BenchError(f"{path}: expected a mapping with name and experiments")
     try:

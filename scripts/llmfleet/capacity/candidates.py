@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from llmfleet.capacity import kv
 from llmfleet.capacity.modelconfig import DTYPE_BYTES, ModelArch, ModelSource, Quantization
 from llmfleet.capacity.params import checkpoint_weight_bytes, pp_partition, stage_weight_bytes
-from llmfleet.errors import CapacityError
+from llmfleet.errors import CapacityError, CapacityRefusal
 from llmfleet.gpus import GpuCatalog
 from llmfleet.plan import split_cpus
 
@@ -807,7 +807,10 @@ def plan_capacity(
     else:
         chosen_idx = 0 if cands and cands[0].fits else None
     if chosen_idx is None:
-        raise CapacityError(refusal(arch, serving, gpu, options, cands, catalog, scale, asked))
+        raise CapacityRefusal(
+            refusal(arch, serving, gpu, options, cands, catalog, scale, asked),
+            [c.model_dump(mode="json") for c in cands],
+        )
     chosen = cands[chosen_idx]
     emb_input = None
     if embedding is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, Reserve, plan_capacity
 from llmfleet.capacity.modelconfig import load_model
 from llmfleet.capacity.render import plan_json, plan_table, render_inventory, write_inventory
-from llmfleet.errors import CapacityError
+from llmfleet.errors import CapacityError, CapacityRefusal
 from llmfleet.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
 
 
@@ -71,7 +71,15 @@ def _plan(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_capacity_plan(args: argparse.Namespace) -> int:
-    plan = _plan(args)
+    try:
+        plan = _plan(args)
+    except CapacityRefusal as refused:
+        if args.json:
+            # A tool still gets every candidate and why it does not fit; the exit code says no.
+            report = {"fits": False, "reason": str(refused), "candidates": refused.candidates}
+            json.dump(report, sys.stdout, indent=2, sort_keys=True)
+            sys.stdout.write("\n")
+        raise
     if args.json:
         json.dump(plan_json(plan), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
