@@ -229,3 +229,12 @@ def test_unsupported_quantization_is_named(tmp_path):
 def test_config_must_be_an_object(tmp_path):
     with pytest.raises(CapacityError, match=r"must be a JSON object, not list"):
         parse_config([], tmp_path / "config.json")
+
+
+def test_the_default_name_comes_from_the_model_not_from_whatever_folder_holds_the_file(tmp_path):
+    from llmfleet.capacity.modelconfig import default_name
+
+    assert default_name(tmp_path / "Qwen--Qwen3-8B" / "config.json") == "qwen3-8b"
+    snapshot = tmp_path / "models--meta-llama--Llama-3.1-8B" / "snapshots" / "0e9e39f2" / "config.json"
+    assert default_name(snapshot) == "llama-3.1-8b"
+    assert default_name(tmp_path / "configs" / "Mixtral-8x7B.json") == "mixtral-8x7b"

@@ -103,7 +103,9 @@ def cmd_capacity_render(args: argparse.Namespace) -> int:
 
 def _add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True, help="the model's config.json, or its directory")
-    p.add_argument("--name", help="served model name (default: from the directory name)")
+    p.add_argument(
+        "--name", help="served model name (default: its Hugging Face folder, or the file name of --config)"
+    )
     p.add_argument("--gpu", required=True, help="GPU name from catalog/gpus.yml, e.g. L4-24GB")
     p.add_argument("--gpu-memory-gib", type=float, help="memory per GPU, for a card not in the catalog")
     p.add_argument("--gpu-catalog", type=Path, default=DEFAULT_GPU_CATALOG)

@@ -236,6 +236,20 @@ def _moe(raw: dict[str, Any], family: Family, layers: int, path: Path) -> Moe | 
     )
 
 
+def default_name(config: Path) -> str:
+    """The served name when --name is not given, from where the config lives: a Hugging Face cache
+    snapshot (``models--org--name/snapshots/<commit>/config.json``) or repository folder (``org--name``)
+    names the model; a config kept under another file name (``llama-8b.json``) is named after the file,
+    not after the folder that happens to hold it. The config's own ``_name_or_path`` is not used: a
+    fine-tune often keeps its base model's there."""
+    if config.name != "config.json":
+        return config.stem.lower()
+    folder = config.parent
+    if folder.parent.name == "snapshots":
+        folder = folder.parent.parent
+    return folder.name.split("--")[-1].lower()
+
+
 def parse_config(raw: object, path: Path, name: str | None = None) -> ModelArch:
     """Turn a parsed config.json into a :class:`ModelArch`. Pure: no file access."""
     if not isinstance(raw, dict):
@@ -291,7 +305,7 @@ def parse_config(raw: object, path: Path, name: str | None = None) -> ModelArch:
             f"{path}: field 'max_position_embeddings' is {max_pos!r}; expected a positive integer"
         )
     return ModelArch(
-        name=name or path.parent.name.split("--")[-1].lower(),
+        name=name or default_name(path),
         model_type=model_type,
         architecture=str(architectures[0]),
         kind=family.kind,
