@@ -66,34 +66,27 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
+def _number(
+    kind: Callable[[str], float], noun: str, ok: Callable[[float], bool], rule: str
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` that reads ``kind`` and keeps only values ``ok`` accepts; a wrong one is
+    refused naming the rule (argparse adds the flag's name)."""
+
+    def read(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
+        return value
+
+    return read
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
+positive_int = _number(int, "a whole number", lambda v: v >= 1, "1 or more")
+positive_float = _number(float, "a number", lambda v: v > 0, "more than 0")
+non_negative_float = _number(float, "a number", lambda v: v >= 0, "0 or more")
 
 
 def validation_summary(exc: ValidationError, prefix: str = "") -> str:
