@@ -133,5 +133,7 @@ molecule: $(MOLECULE_STAMP) host-packages ansible-lint
 	  (cd ansible/roles/$$role && $(MOLECULE_ENV) molecule test -s $$scenario) || exit 1; \
 	done
 
+# Every role (their molecule scenarios included) and every playbook at the root.
 ansible-lint: $(MOLECULE_STAMP)
-	$(MOLECULE_ENV) ansible-lint -c tests/molecule/ansible-lint.yml --project-dir . $(addprefix ansible/roles/,$(MOLECULE_ROLES) preflight) upgrade-gpu-driver.yml
+	$(MOLECULE_ENV) ansible-lint -c tests/molecule/ansible-lint.yml --project-dir . \
+	  $(sort $(wildcard ansible/roles/*)) deploy-model.yml undeploy-model.yml upgrade-gpu-driver.yml

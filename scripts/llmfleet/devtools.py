@@ -5,6 +5,24 @@ from its ``defaults/main.yml``: the defaults file (each variable with the commen
 source, so the spec Ansible validates against cannot drift from the values actually used.
 ``--check`` exits 1 and names the stale files (``make test`` runs it).
 
+The comment block directly above a variable is its description. What its value cannot say is written as
+marker lines in that block, one ``key: value`` per line below the prose (so no prose line may start with
+one of these four keys and a colon); they go into the spec, not into the description:
+
+- ``# choices: fail, warn, off``: the only values the role accepts (the comma-separated list, each item
+  read as the variable's type: ``str``, ``int`` or ``float``). A literal default must be one of them. Ansible
+  rejects any other value before the role's first task.
+- ``# required: true``: the role cannot work unless the caller sets the variable. The defaults file still
+  holds an empty placeholder (``""``, ``{}``, ``[]``; anything else is refused), so the role's tasks and
+  its other entry points see the variable defined and its own assert can name what is missing; the spec
+  carries no default (Ansible refuses ``required`` together with ``default``). Ansible's ``required`` only
+  asks that the variable be set, so an empty value still reaches the role's assert.
+- ``# elements: dict``: what a list holds (``str``, ``int``, ``float``, ``bool``, ``list``, ``dict`` or
+  ``raw``). Needed for an empty list and for a templated one, where nothing can be inferred; a non-empty
+  literal list is inferred from its items and the marker, if given, must agree with them.
+- ``# type: list``: the type of a templated default (``"{{ ... }}"`` is a string until Ansible renders
+  it); a literal default's own type is used, and a marker that disagrees with it is refused.
+
 ``python -m llmfleet.devtools gpu-table --write`` regenerates Terraform's GPU instance-type table
 (``terraform/modules/gpu_node_pool/gpu_instance_types.json``) from ``catalog/gpus.yml``, the one source of
 GPU facts; ``--check`` fails when the table is stale.
@@ -14,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -23,6 +43,10 @@ HEADER = (
     "# Generated from defaults/main.yml by `python -m llmfleet.devtools argspecs --write`; do not edit.\n"
 )
 _YAML_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+_SPEC_TYPES = {*_YAML_TYPES.values(), "raw"}
+# A comment line that is a marker rather than prose (see the module docstring).
+_MARKER = re.compile(r"^(choices|required|elements|type):\s*(.*?)\s*$")
+_CHOICE_TYPES = {"str": str, "int": int, "float": float}
 
 
 class _IndentedDumper(yaml.SafeDumper):
@@ -32,29 +56,93 @@ class _IndentedDumper(yaml.SafeDumper):
         super().increase_indent(flow, False)
 
 
-def _comments_by_key(defaults_text: str) -> dict[str, str]:
-    """The comment block directly above each top-level key, joined into one description."""
-    out: dict[str, str] = {}
-    block: list[str] = []
+@dataclass
+class _Documented:
+    """A variable's comment block: its prose description and its marker lines."""
+
+    description: str
+    markers: dict[str, str] = field(default_factory=dict)
+
+
+def _comments_by_key(defaults_text: str) -> dict[str, _Documented]:
+    """The comment block directly above each top-level key: its prose as one description, its markers."""
+    out: dict[str, _Documented] = {}
+    prose: list[str] = []
+    markers: dict[str, str] = {}
     for line in defaults_text.splitlines():
         if line.startswith("#"):
-            block.append(line.lstrip("#").strip())
+            text = line.lstrip("#").strip()
+            marker = _MARKER.match(text)
+            if marker:
+                markers[marker.group(1)] = marker.group(2)
+            else:
+                prose.append(text)
         elif line and not line[0].isspace() and ":" in line and not line.startswith("---"):
-            out[line.split(":", 1)[0]] = " ".join(block).strip()
-            block = []
+            out[line.split(":", 1)[0]] = _Documented(" ".join(prose).strip(), markers)
+            prose, markers = [], {}
         elif not line.strip():
-            block = []
+            prose, markers = [], {}
     return out
 
 
-def _spec_for(value: object, description: str) -> dict[str, object]:
-    spec: dict[str, object] = {"type": _YAML_TYPES[type(value)], "description": description}
-    if isinstance(value, list):
-        kinds = {type(v) for v in value}
-        spec["elements"] = _YAML_TYPES[kinds.pop()] if len(kinds) == 1 else "raw"
-        if not value:
-            # Nothing to infer from: a comment that shows the items as mappings ("[{name, url}]") says dict.
-            spec["elements"] = "dict" if "[{" in description else "str"
+def _is_template(value: object) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _spec_for(key: str, value: object, doc: _Documented) -> dict[str, object]:
+    """One option of the spec; raises ValueError where the markers contradict the value or each other."""
+
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"{key}: {why}")
+
+    markers = doc.markers
+    literal_type = _YAML_TYPES[type(value)]
+    kind = markers.get("type", literal_type)
+    if kind not in _SPEC_TYPES:
+        raise refuse(f"type {kind!r} is not one of {', '.join(sorted(_SPEC_TYPES))}")
+    if kind != literal_type and not _is_template(value):
+        raise refuse(f"the default is a {literal_type}, the type marker says {kind}")
+    spec: dict[str, object] = {"type": kind, "description": doc.description}
+
+    if kind == "list":
+        item_types = {_YAML_TYPES[type(v)] for v in value} if isinstance(value, list) else set()
+        inferred = (item_types.pop() if len(item_types) == 1 else "raw") if item_types else None
+        elements = markers.get("elements", inferred)
+        if elements is None:
+            raise refuse(
+                "nothing to infer the items' type from: say it with '# elements: str' (or dict, ...)"
+            )
+        if elements not in _SPEC_TYPES:
+            raise refuse(f"elements {elements!r} is not one of {', '.join(sorted(_SPEC_TYPES))}")
+        if inferred is not None and elements != inferred:
+            raise refuse(f"the default's items are {inferred}, the elements marker says {elements}")
+        spec["elements"] = elements
+    elif "elements" in markers:
+        raise refuse(f"an elements marker on a {kind}, not a list")
+
+    if "choices" in markers:
+        if kind not in _CHOICE_TYPES:
+            raise refuse(f"choices on a {kind}; only {', '.join(_CHOICE_TYPES)} take them")
+        try:
+            choices = [_CHOICE_TYPES[kind](c.strip()) for c in markers["choices"].split(",") if c.strip()]
+        except ValueError as err:
+            raise refuse(f"a choice is not of type {kind}: {err}") from None
+        if not choices:
+            raise refuse("an empty choices marker")
+        spec["choices"] = choices
+
+    required = markers.get("required")
+    if required is not None:
+        if required != "true":
+            raise refuse(f"required marker is {required!r}; write 'required: true' or leave it out")
+        if value not in ("", [], {}):
+            raise refuse(f"required, but the default {value!r} lets the role work without the caller")
+        # Ansible refuses required with a default; the empty placeholder stays in defaults/main.yml only.
+        spec["required"] = True
+        return spec
+
+    if "choices" in spec and not _is_template(value) and value not in spec["choices"]:
+        raise refuse(f"the default {value!r} is not one of the choices {spec['choices']}")
     spec["default"] = value
     return spec
 
@@ -62,7 +150,7 @@ def _spec_for(value: object, description: str) -> dict[str, object]:
 def render_argument_specs(role: str, defaults_text: str, short_description: str) -> str:
     values = yaml.safe_load(defaults_text) or {}
     comments = _comments_by_key(defaults_text)
-    missing = [k for k in values if not comments.get(k)]
+    missing = [k for k in values if k not in comments or not comments[k].description]
     if missing:
         raise ValueError(f"role {role}: defaults without a comment above them: {', '.join(missing)}")
     wrong_prefix = [k for k in values if not k.startswith(f"{role}_")]
@@ -70,7 +158,10 @@ def render_argument_specs(role: str, defaults_text: str, short_description: str)
         raise ValueError(
             f"role {role}: public variables must start with '{role}_': {', '.join(wrong_prefix)}"
         )
-    options = {key: _spec_for(value, comments[key]) for key, value in values.items()}
+    try:
+        options = {key: _spec_for(key, value, comments[key]) for key, value in values.items()}
+    except ValueError as err:
+        raise ValueError(f"role {role}: {err}") from None
     doc = {"argument_specs": {"main": {"short_description": short_description, "options": options}}}
     body = yaml.dump(doc, Dumper=_IndentedDumper, sort_keys=False, width=110, default_flow_style=False)
     return f"---\n{HEADER}{body}"
@@ -161,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--write", action="store_true")
     mode.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    stale = argspecs(write=args.write) if args.tool == "argspecs" else gpu_table(write=args.write)
+    try:
+        stale = argspecs(write=args.write) if args.tool == "argspecs" else gpu_table(write=args.write)
+    except ValueError as err:  # a defaults file that breaks the conventions: say which, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for path in stale:
         print(f"{'wrote' if args.write else 'stale'}: {path}")
     if args.check and stale:
