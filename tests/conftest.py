@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hosttools import pytest_configure, pytest_runtest_setup  # noqa: F401  (hooks: a required host tool missing fails)
 from llmfleet.catalog import Catalog, load_catalog
 from llmfleet.plan import DeploymentSettings, HostFacts
 

@@ -4,6 +4,10 @@ The fake streams N chunks with a fixed pause between them and reports usage. The
 and counts (every request measured once, N-1 gaps, tokens from usage, errors and deadlines counted), plus
 lower bounds that causality guarantees however loaded the machine is: a stream whose server slept 4 x 20
 ms between chunks cannot have finished in less than 80 ms. No upper bound on any time is asserted.
+With --vllm-chunks the fake streams as vLLM 0.32 does with --enable-force-include-usage (a role-only
+first chat chunk whose content is "", usage in every chunk, a usage-only last chunk); the load
+generator must time the first chunk with content as the first token and take the tokens from the last
+usage.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llmfleet.bench.errors import BenchError
@@ -24,10 +29,10 @@ FAKE_BACKEND = Path(__file__).parent / "backends" / "fake_openai_backend.py"
 CHUNKS, CHUNK_MS = 5, 20
 
 
-def start_fake(chunks: int, chunk_ms: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_fake(chunks: int, chunk_ms: int, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
         [sys.executable, str(FAKE_BACKEND), "--model", "fake-model", "--backend-id", "b1",
-         "--chunks", str(chunks), "--chunk-ms", str(chunk_ms)],
+         "--chunks", str(chunks), "--chunk-ms", str(chunk_ms), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -63,6 +68,68 @@ def test_every_request_is_measured_with_tokens_from_usage(fake_url, api):
     assert (m["completed"], m["errors"], m["total_output_tokens"]) == (7, 0, 7 * CHUNKS)
     assert m["mean_tpot_ms"] is not None and m["mean_itl_ms"] is not None
     assert duration >= 3 * (CHUNKS - 1) * CHUNK_MS / 1000  # 7 requests, 3 at a time: 3 rounds at least
+
+
+@pytest.fixture(scope="module")
+def vllm_fake_url():
+    """The fake streaming as vLLM 0.32 does with --enable-force-include-usage (--vllm-chunks)."""
+    proc, port = start_fake(CHUNKS, CHUNK_MS, "--vllm-chunks")
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def stream_events(url: str, body: dict[str, object]) -> list[dict[str, object]]:
+    events = []
+    with httpx.stream("POST", url, json=body, timeout=60, trust_env=False) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                events.append(json.loads(line[5:]))
+    return events
+
+
+def test_the_vllm_shaped_fake_opens_with_the_role_only_chunk_and_puts_usage_in_every_chunk(vllm_fake_url):
+    # The premise of the test below: what vLLM's chat stream looks like, checked on the fake itself.
+    body = Target(base_url=vllm_fake_url, model="fake-model", api="chat").payload("hi", CHUNKS, True, 0.0)
+    events = stream_events(f"{vllm_fake_url}/chat/completions", body)
+    assert len(events) == 1 + CHUNKS + 1  # the role chunk, one per token, the usage-only chunk
+    assert events[0]["choices"] == [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+    ]
+    assert [e["usage"]["completion_tokens"] for e in events] == [0, *range(1, CHUNKS + 1), CHUNKS]
+    assert all(e["choices"][0]["delta"]["content"] for e in events[1:-1])
+    assert events[-2]["choices"][0]["finish_reason"] == "length" and events[-1]["choices"] == []
+
+
+@pytest.mark.parametrize(
+    "api",
+    ["chat", "completions"],
+)
+def test_a_vllm_shaped_stream_is_timed_from_its_first_content_chunk_with_tokens_from_the_last_usage(
+    vllm_fake_url, api
+):
+    target = Target(base_url=vllm_fake_url, model="fake-model", api=api, api_key="sk-test")
+    prompts = [f"prompt {i}" for i in range(4)]
+    results, duration = asyncio.run(run_step(target, prompts, CHUNKS, concurrency=2, step_timeout_s=120))
+    assert len(results) == 4
+    assert all(r.ok for r in results), [r.error for r in results]
+    for r in results:
+        # The last usage (the usage-only chunk), not a running count from an earlier chunk.
+        assert r.output_tokens == CHUNKS
+        assert r.prompt_tokens and r.prompt_tokens > 0
+        # Gaps between the CHUNKS content chunks only: the role chunk is not a token.
+        assert len(r.itl) == CHUNKS - 1
+        assert r.ttft is not None and r.latency is not None
+        assert r.latency == pytest.approx(r.ttft + sum(r.itl))
+        if api == "chat":
+            # Causality: the fake sent the role chunk at once and the first content one pause later.
+            assert r.ttft >= CHUNK_MS / 1000
+            assert r.latency >= CHUNKS * CHUNK_MS / 1000
+        else:
+            assert r.latency >= (CHUNKS - 1) * CHUNK_MS / 1000
+    m = summarize(results, duration)
+    assert (m["completed"], m["errors"], m["total_output_tokens"]) == (4, 0, 4 * CHUNKS)
 
 
 def test_http_errors_are_counted_with_their_status(fake_url):

@@ -25,6 +25,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from hosttools import host_tool, needs_host_tool
 from llmfleet.gateway import DeclaredKey, GatewayPolicy, GatewaySettings, KeyPolicy, hash_key, render_gateway
 from llmfleet.keys import (
     GatewayState,
@@ -39,7 +40,8 @@ from llmfleet.plan import ModelPlan
 from llmfleet.rotation import drain, readmit, server_state, stat_rows
 from plans import make_plan
 
-HAPROXY = Path("/usr/sbin/haproxy")
+HAPROXY_FOUND = host_tool("haproxy", "/usr/sbin/haproxy")
+HAPROXY = HAPROXY_FOUND or Path("/usr/sbin/haproxy")
 FAKE_BACKEND = Path(__file__).parent / "backends" / "fake_openai_backend.py"
 KEY = "sk-llmfleet-test-key-0123456789abcdefghij"
 OTHER_KEY = "sk-llmfleet-other-key-0123456789abcdefghij"
@@ -61,10 +63,8 @@ START_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 10.0
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
-pytestmark = pytest.mark.skipif(
-    not HAPROXY.exists(),
-    reason=f"{HAPROXY} not found: these tests run the real HAProxy 2.6 (apt-get install haproxy)",
-)
+# Skipped without HAProxy; failed instead under LLMFLEET_REQUIRE_HOST_TOOLS=1 (tests/hosttools.py).
+pytestmark = needs_host_tool("haproxy", HAPROXY_FOUND)
 
 
 def free_port() -> int:

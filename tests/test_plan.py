@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,10 +53,75 @@ def test_plan_for_this_machine(catalog, cpu_host, cpu_settings):
     assert plan.weights_path == "/var/lib/llmfleet/serving/smollm2-135m-instruct/b179c9523d0e"
 
 
-def test_same_input_same_bytes(catalog, cpu_host, cpu_settings):
-    a = plan_model(MODEL, catalog.get(MODEL), cpu_host, cpu_settings).model_dump_json()
-    b = plan_model(MODEL, catalog.get(MODEL), cpu_host, cpu_settings).model_dump_json()
-    assert a == b
+# Two processes with different string-hash seeds: a plan whose bytes depend on set or dict order of
+# strings (hash randomisation) renders differently in one of them. PYTHONHASHSEED=0 turns the
+# randomisation off; the other two seeds are arbitrary but fixed, so a failure reproduces.
+HASH_SEEDS = ("0", "1", "4242")
+SAME_INPUT_HOST = HostFacts(hostname="node-a", cpus=list(range(4)), memory_bytes=24 * GIB, gpu_count=0)
+SAME_INPUT_SETTINGS = DeploymentSettings(profile="cpu", instances=2)
+
+
+def _run_with_hash_seed(argv: list[str], seed: str, cwd: Path) -> bytes:
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, env=env, cwd=cwd, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.strip(), "the process printed no plan"
+    return done.stdout
+
+
+def test_the_hash_seeds_used_give_a_set_of_plan_strings_different_orders(tmp_path):
+    # The control for the two tests below: with these seeds, iterating a set of the strings a plan
+    # holds does come out in different orders, so a plan built that way would differ between them.
+    code = (
+        "import sys\n"
+        "words = {'VLLM_CPU_KVCACHE_SPACE', 'HF_HUB_OFFLINE', 'VLLM_CPU_OMP_THREADS_BIND', '--enforce'}\n"
+        "sys.stdout.write(','.join(words))\n"
+    )
+    orders = {_run_with_hash_seed(["-c", code], seed, tmp_path) for seed in HASH_SEEDS}
+    assert len(orders) > 1
+
+
+def test_same_input_same_bytes_from_the_cli_in_processes_with_different_hash_seeds(tmp_path):
+    # What the deployment_plan role runs and records: `llmfleet plan` on fixed host facts, with an
+    # empty registry so nothing on this machine leaks in.
+    argv = [
+        "-m",
+        "llmfleet",
+        "plan",
+        "--model",
+        MODEL,
+        "--settings-json",
+        SAME_INPUT_SETTINGS.model_dump_json(),
+        "--host-facts-json",
+        SAME_INPUT_HOST.model_dump_json(),
+        "--registry",
+        str(tmp_path / "registry"),
+    ]
+    outputs = {seed: _run_with_hash_seed(argv, seed, tmp_path) for seed in HASH_SEEDS}
+    assert len(json.loads(outputs["0"])["instances"]) == 2
+    assert outputs["1"] == outputs["0"]
+    assert outputs["4242"] == outputs["0"]
+
+
+def test_same_input_same_model_dump_json_bytes_in_processes_with_different_hash_seeds(tmp_path):
+    # The CLI sorts keys; model_dump_json keeps the model's own field and dict order, so this one
+    # also catches a dict (env, argv built from a dict) filled in an order that varies by process.
+    code = (
+        "import sys\n"
+        "from llmfleet.catalog import load_catalog\n"
+        "from llmfleet.plan import DeploymentSettings, HostFacts, plan_model\n"
+        "host = HostFacts.model_validate_json(sys.argv[1])\n"
+        "settings = DeploymentSettings.model_validate_json(sys.argv[2])\n"
+        f"entry = load_catalog().get({MODEL!r})\n"
+        f"sys.stdout.write(plan_model({MODEL!r}, entry, host, settings).model_dump_json())\n"
+    )
+    argv = ["-c", code, SAME_INPUT_HOST.model_dump_json(), SAME_INPUT_SETTINGS.model_dump_json()]
+    outputs = {seed: _run_with_hash_seed(argv, seed, tmp_path) for seed in HASH_SEEDS}
+    assert json.loads(outputs["0"])["model"] == MODEL
+    assert outputs["1"] == outputs["0"]
+    assert outputs["4242"] == outputs["0"]
 
 
 @pytest.mark.parametrize(("cpus", "parts"), [(8, 1), (8, 3), (16, 4), (7, 7), (2, 2)])

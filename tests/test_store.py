@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -170,35 +171,122 @@ def test_two_writer_processes_one_wins_and_the_other_is_told_who_holds_the_lock(
     assert json.loads(capsys.readouterr().out)["changed"] is True
 
 
+# A writer process: publishes src into the store with publish_dir. With "hold" it stops right before
+# the manifest (every file uploaded, the lock held) until a line comes on stdin. The acquire loop is
+# watched from inside the child: the first time it reads a lock held by another writer it prints
+# whose it is, so the parent knows this writer is waiting on that lock before it lets the holder go.
 PUBLISHER = """
-import sys, json
+import json, sys
 from pathlib import Path
-from llmfleet.store import FsStore, publish_dir
+from llmfleet.errors import StoreLockedError
+from llmfleet.store import FsLock, FsStore, publish_dir
+
+original_read = FsLock._read
+def watched_read(self):
+    current = original_read(self)
+    if self.info is None and current is not None and current[0] is not None and not getattr(self, "told", 0):
+        self.told = 1  # acquire found the lock held by someone else
+        print(json.dumps({"waiting_on_pid": current[0].pid, "owner": current[0].owner}), flush=True)
+    return current
+FsLock._read = watched_read
+
 def hold():
-    print("uploaded", flush=True)
+    print(json.dumps({"uploaded": True}), flush=True)
     sys.stdin.readline()
-changed, where, _ = publish_dir(FsStore(Path(sys.argv[1])), "m", "r1", Path(sys.argv[2]), {"kind": "t"},
-                                lock_wait=600, before_commit=hold if sys.argv[3] == "hold" else None)
+try:
+    changed, where, _ = publish_dir(
+        FsStore(Path(sys.argv[1])), "m", "r1", Path(sys.argv[2]), {"kind": "t"},
+        lock_wait=float(sys.argv[4]), before_commit=hold if sys.argv[3] == "hold" else None,
+    )
+except StoreLockedError as exc:
+    print(json.dumps({"refused": str(exc)}), flush=True)
+    sys.exit(6)
 print(json.dumps({"changed": changed}), flush=True)
 """
+# Every wait on a child is bounded: a broken lock that hangs a writer fails the test, never the run.
+CHILD_TIMEOUT_S = 60.0
 
 
-def test_a_waiting_writer_finds_the_revision_published_by_the_one_that_won(tmp_path):
+def writer(store_root: Path, src: Path, mode: str, lock_wait: float) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(SCRIPTS)}
-    src = snapshot(tmp_path / "snap")
-    args = [sys.executable, "-c", PUBLISHER, str(tmp_path / "store"), str(src)]
-    first = subprocess.Popen(
-        [*args, "hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    argv = [sys.executable, "-c", PUBLISHER, str(store_root), str(src), mode, str(lock_wait)]
+    # Unbuffered: next_message reads exactly one line, so what comes after is left for finish().
+    return subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, env=env
     )
-    assert first.stdout is not None and first.stdout.readline().strip() == "uploaded"
-    # The first writer holds the lock with every file uploaded; the second waits for it.
-    second = subprocess.Popen([*args, "go"], stdout=subprocess.PIPE, text=True, env=env)
-    out_first, _ = first.communicate("\n")
-    out_second, _ = second.communicate()
-    assert json.loads(out_first) == {"changed": True}
-    assert json.loads(out_second) == {"changed": False}
-    assert verify(tmp_path / "store" / "m" / "r1") == []
-    assert sorted(p.name for p in (tmp_path / "store" / "m").iterdir()) == ["r1"]
+
+
+def next_message(proc: subprocess.Popen[bytes]) -> dict[str, object]:
+    """The next JSON line the child prints (it prints one, then waits on the parent or the lock)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], CHILD_TIMEOUT_S)
+    assert ready, f"writer pid {proc.pid} printed nothing within {CHILD_TIMEOUT_S}s"
+    line = proc.stdout.readline()
+    assert line, f"writer pid {proc.pid} exited early: {proc.communicate(timeout=CHILD_TIMEOUT_S)[1]!r}"
+    return json.loads(line)
+
+
+def finish(proc: subprocess.Popen[bytes], stdin: str | None = None) -> tuple[int, str, str]:
+    out, err = proc.communicate(stdin.encode() if stdin else None, timeout=CHILD_TIMEOUT_S)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def kill_if_running(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=CHILD_TIMEOUT_S)
+
+
+def test_a_writer_started_while_another_holds_the_lock_waits_then_finds_its_revision(tmp_path):
+    store_root = tmp_path / "store"
+    src = snapshot(tmp_path / "snap")
+    first = writer(store_root, src, "hold", 0)
+    second = None
+    try:
+        # The first writer holds the lock with every file uploaded and no manifest yet.
+        assert next_message(first) == {"uploaded": True}
+        second = writer(store_root, src, "go", 120)
+        # The second writer started now, and its acquire read the first writer's lock.
+        assert next_message(second) == {"waiting_on_pid": first.pid, "owner": "llmfleet weights publish"}
+        # It is waiting (no refusal, no publish), and no revision exists while the first holds on.
+        assert second.poll() is None
+        assert FsStore(store_root).manifest("m", "r1") is None
+        code, out_first, err_first = finish(first, "\n")
+        assert code == 0, err_first
+        assert json.loads(out_first) == {"changed": True}
+        # Once the lock was released the waiter took it and found the revision already complete.
+        code, out_second, err_second = finish(second)
+        assert code == 0, err_second
+        assert json.loads(out_second) == {"changed": False}
+    finally:
+        kill_if_running(first, *([second] if second else []))
+    assert verify(store_root / "m" / "r1") == []
+    assert sorted(p.name for p in (store_root / "m").iterdir()) == ["r1"]  # no lock, no temp left
+
+
+def test_a_writer_started_while_another_holds_the_lock_without_lock_wait_is_refused_naming_it(tmp_path):
+    store_root = tmp_path / "store"
+    src = snapshot(tmp_path / "snap")
+    first = writer(store_root, src, "hold", 0)
+    second = None
+    try:
+        assert next_message(first) == {"uploaded": True}
+        second = writer(store_root, src, "go", 0)
+        assert next_message(second) == {"waiting_on_pid": first.pid, "owner": "llmfleet weights publish"}
+        code, out_second, err_second = finish(second)
+        assert code == 6, err_second
+        refused = json.loads(out_second)["refused"]
+        assert f"is locked by another writer: llmfleet weights publish (pid {first.pid} on " in refused
+        # The refused writer left the holder's lock and upload alone: the holder still publishes.
+        assert first.poll() is None
+        code, out_first, err_first = finish(first, "\n")
+        assert code == 0, err_first
+        assert json.loads(out_first) == {"changed": True}
+    finally:
+        kill_if_running(first, *([second] if second else []))
+    assert verify(store_root / "m" / "r1") == []
+    assert sorted(p.name for p in (store_root / "m").iterdir()) == ["r1"]
 
 
 def test_the_next_writer_removes_what_a_crashed_writer_left(tmp_path):

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from hosttools import needs_host_tool
 from llmfleet.gateway import GatewayPolicy, GatewaySettings, render_gateway
 from llmfleet.plan import ModelPlan
 from llmfleet.registry import Deployment, render_record
 from llmfleet.rotation import server_state
 from plans import make_plan
-from test_gateway_haproxy import FAKE_BACKEND, HAPROXY, START_TIMEOUT_S, free_port, stop
+from test_gateway_haproxy import FAKE_BACKEND, HAPROXY, HAPROXY_FOUND, START_TIMEOUT_S, free_port, stop
 
 REPO = Path(__file__).resolve().parents[1]
 PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
@@ -40,7 +41,7 @@ INSTANCES = [f"{MODEL}-0", f"{MODEL}-1"]
 UP_TIMEOUT_S = 30.0
 
 pytestmark = [
-    pytest.mark.skipif(not HAPROXY.exists(), reason=f"{HAPROXY} not found (apt-get install haproxy)"),
+    needs_host_tool("haproxy", HAPROXY_FOUND),  # fails instead under LLMFLEET_REQUIRE_HOST_TOOLS=1
     pytest.mark.skipif(not PLAYBOOK.exists(), reason="needs the project venv (make venv)"),
 ]
 

@@ -2,15 +2,18 @@
 
 Every test runs twice: with the store taken for a local disk (read in one sequential mapped stream per
 file) and for a network mount (read in parallel chunks); which one this machine's tmp really is does
-not matter. Interruptions and damage are made by a store wrapper that fails or lies on chosen reads
-(always read in parallel: it reads through read_range), or by a failing write; free space is injected;
-nothing here depends on timing.
+not matter. Interruptions and damage are made by a store wrapper that counts reads and fails a chosen
+one (in parallel mode through read_range, in sequential mode through the mapped file it hands out,
+whose failing chunk is an unreadable page), by a failing write, or by a child process killed with
+SIGKILL; free space is injected; nothing here depends on timing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 from llmfleet.cli import main
 from llmfleet.errors import WeightsError
 from llmfleet.registry import Deployment, write_record
-from llmfleet.store import FsStore
+from llmfleet.store import FsStore, MappedFile
 from llmfleet.weights import gc, read_manifest, stage, verify, write_manifest
 
 CHUNK = 64 * 1024
@@ -39,12 +42,73 @@ def make_revision(root: Path, model: str, revision: str, files: dict[str, bytes]
     return directory
 
 
+class CountingView:
+    """A mapped store file's view as ``copy_mapped`` uses it: slicing a chunk out of it reads the chunk.
+
+    ``copy_mapped`` slices each chunk twice: for the writer's ``pwrite`` (where the kernel reads the
+    pages from the store's disk) and then to hash those same pages. The first slice of an offset is
+    counted as its read. The chosen failing chunk comes back as pages that cannot be read (PROT_NONE),
+    so the writer's ``pwrite`` fails with EFAULT, as it does on a bad page of a mapped store file.
+    """
+
+    def __init__(self, view: memoryview, rel: str, store: CountingStore) -> None:
+        self.view = view
+        self.rel = rel
+        self.store = store
+        self.seen: set[int] = set()
+        self.unreadable: list[mmap.mmap] = []
+
+    def __getitem__(self, key: slice) -> memoryview:
+        start = key.start or 0
+        stop = len(self.view) if key.stop is None else min(key.stop, len(self.view))
+        if start not in self.seen:
+            self.seen.add(start)
+            if self.store.fail_at == (self.rel, start):
+                bad = mmap.mmap(-1, stop - start, prot=0)
+                self.unreadable.append(bad)
+                return memoryview(bad)
+            self.store.reads.append((self.rel, start, stop - start))
+        return self.view[key]
+
+    def release(self) -> None:
+        self.view.release()
+
+
+class CountingMappedFile(MappedFile):
+    def __init__(self, path: Path, rel: str, store: CountingStore) -> None:
+        super().__init__(path)
+        self.rel = rel
+        self.store = store
+        self.counting: CountingView | None = None
+
+    def __enter__(self) -> CountingMappedFile:
+        super().__enter__()
+        self.store.mapped_files.append(self.rel)
+        self.counting = CountingView(self.view, self.rel, self.store)
+        self.view = self.counting  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.counting is not None:
+            self.view = self.counting.view
+            for bad in self.counting.unreadable:
+                with contextlib.suppress(BufferError):  # a traceback may still hold it: freed with it
+                    bad.close()
+            self.counting = None
+        super().__exit__(*exc)
+
+
 class CountingStore(FsStore):
-    """A filesystem store that records every read and can fail one chosen read."""
+    """A filesystem store that records every read and can fail one chosen read, in both read modes.
+
+    Parallel stages read it through ``read_range``; sequential ones map its files (``can_map``,
+    ``mapped``), and those mapped files count and fail their chunks too (``CountingView``).
+    """
 
     def __init__(self, root: Path, fail_at: tuple[str, int] | None = None) -> None:
         super().__init__(root)
         self.reads: list[tuple[str, int, int]] = []
+        self.mapped_files: list[str] = []
         self.fail_at = fail_at
 
     def read_range(self, model, revision, rel, offset, length):
@@ -52,6 +116,12 @@ class CountingStore(FsStore):
             raise OSError(f"injected: connection lost reading {rel} at {offset}")
         self.reads.append((rel, offset, length))
         return super().read_range(model, revision, rel, offset, length)
+
+    def can_map(self) -> bool:
+        return True  # FsStore says no for a subclass that reads differently; this one maps and counts
+
+    def mapped(self, model, revision, rel):
+        return CountingMappedFile(self.root / model / revision / rel, rel, self)
 
 
 @pytest.fixture(autouse=True, params=["ext4", "nfs4"])
@@ -65,6 +135,13 @@ def store_filesystem(request, monkeypatch) -> str:
 
 def expected_reads(store_filesystem: str) -> str:
     return "sequential" if store_filesystem == "ext4" else "parallel"
+
+
+def injected_read_failure(store_filesystem: str, offset: int, size: int = len(BIG)):
+    """What a CountingStore's failed read of sub/big.bin at ``offset`` raises in this read mode."""
+    if expected_reads(store_filesystem) == "sequential":  # the unreadable page of the mapped file
+        return pytest.raises(WeightsError, match=rf"big\.bin failed at offset {offset} of {size}: ")
+    return pytest.raises(OSError, match=r"injected: connection lost reading sub/big\.bin")
 
 
 @pytest.fixture
@@ -94,11 +171,14 @@ def test_one_reader_and_many_readers_stage_the_same_bytes(store, tmp_path):
         assert (Path(outcome.path) / "sub" / "big.bin").read_bytes() == BIG
 
 
-def test_an_interrupted_stage_resumes_without_fetching_the_verified_chunks_again(store, tmp_path):
+def test_an_interrupted_stage_resumes_without_fetching_the_verified_chunks_again(
+    store, tmp_path, store_filesystem
+):
     target = tmp_path / "serving" / "m" / "rev1"
     broken = CountingStore(store.root, fail_at=("sub/big.bin", 6 * CHUNK))
-    with pytest.raises(OSError, match="injected"):
+    with injected_read_failure(store_filesystem, 6 * CHUNK):
         stage(broken, "m", "rev1", target, workers=4, chunk=CHUNK)
+    assert ("sub/big.bin" in broken.mapped_files) == (expected_reads(store_filesystem) == "sequential")
     assert not target.exists()
     partial = target.parent / ".rev1.partial"
     # The chunks before the failed read were written in order; the file is not yet under its name.
@@ -107,6 +187,7 @@ def test_an_interrupted_stage_resumes_without_fetching_the_verified_chunks_again
 
     again = CountingStore(store.root)
     outcome = stage(again, "m", "rev1", target, workers=4, chunk=CHUNK)
+    assert outcome.extra["reads"] == expected_reads(store_filesystem)
     assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
     big_reads = [offset for rel, offset, _ in again.reads if rel == "sub/big.bin"]
     assert min(big_reads) == 6 * CHUNK, "a chunk copied before the interruption was fetched again"
@@ -117,62 +198,105 @@ def test_an_interrupted_stage_resumes_without_fetching_the_verified_chunks_again
     assert not partial.exists()
 
 
+# A child process stages a model of several MiB in the given read mode, and hangs writing one chunk of
+# it once every chunk before that one is hashed (the mark beside the partial file says so), until it
+# is killed. It says whether the bytes it was writing came straight from the mapped store file.
 KILLED_STAGER = """
-import sys, time
+import json, mmap, sys, time
 from pathlib import Path
+import llmfleet.weights as weights
 from llmfleet.store import FsStore
-from llmfleet.weights import mark_path, stage
 
-root, target, chunk = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-part = target.parent / ".rev1.partial" / "sub" / "big.bin.part"
+root, target = Path(sys.argv[1]), Path(sys.argv[2])
+chunk, stuck_at, reads = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+mark = weights.mark_path(target.parent / ".rev1.partial" / "sub" / "big.bin.part")
+real_pwrite_all = weights._pwrite_all
 
-class Stuck(FsStore):
-    def read_range(self, model, revision, rel, offset, length):
-        if rel == "sub/big.bin" and offset == 6 * chunk:
-            # Wait until the six chunks before this one are hashed, then hang here until killed.
-            while not (mark_path(part).exists() and mark_path(part).read_text().strip() == str(6 * chunk)):
-                time.sleep(0.01)
-            print("stuck", flush=True)
-            time.sleep(3600)
-        return super().read_range(model, revision, rel, offset, length)
+def hashed():
+    try:
+        return int(mark.read_text())
+    except (OSError, ValueError):
+        return -1
 
-stage(Stuck(root), "m", "rev1", target, workers=4, chunk=chunk)
+def pwrite_all(fd, data, offset):
+    if offset == stuck_at and len(data) == chunk:
+        for _ in range(3000):  # at most 30 s; a mark that never gets there is reported, not waited on
+            if hashed() == stuck_at:
+                break
+            time.sleep(0.01)
+        mapped = isinstance(memoryview(data).obj, mmap.mmap)
+        print(json.dumps({"hashed": hashed(), "mapped": mapped}), flush=True)
+        time.sleep(3600)
+    real_pwrite_all(fd, data, offset)
+
+weights._pwrite_all = pwrite_all
+weights.stage(FsStore(root), "m", "rev1", target, workers=4, chunk=chunk, reads=reads)
 """
+MIB = 1024**2
 
 
-def test_a_stage_killed_mid_copy_resumes_from_its_last_hashed_chunk(store, tmp_path):
+def test_a_stage_killed_with_sigkill_mid_copy_resumes_from_its_last_hashed_chunk(tmp_path, store_filesystem):
+    import random
     import signal
     import subprocess
     import sys
 
+    from llmfleet.weights import read_mark
+
+    mode = expected_reads(store_filesystem)
+    chunk, stuck_at = 256 * 1024, 13 * 256 * 1024  # 24 chunks; killed writing the 14th
+    data = random.Random(16).randbytes(6 * MIB)
+    make_revision(tmp_path / "store", "m", "rev1", {"config.json": b'{"a": 1}', "sub/big.bin": data})
     target = tmp_path / "serving" / "m" / "rev1"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "scripts")}
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_STAGER, str(store.root), str(target), str(CHUNK)],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert child.stdout is not None and child.stdout.readline().strip() == "stuck"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    argv = [sys.executable, "-c", KILLED_STAGER, str(tmp_path / "store"), str(target), str(chunk)]
+    child = subprocess.Popen([*argv, str(stuck_at), mode], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout is not None
+        said = json.loads(child.stdout.readline())
+        # Mid-copy: the 13 chunks before are hashed; in sequential mode straight from the mapping.
+        assert said == {"hashed": stuck_at, "mapped": mode == "sequential"}
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=60)
     assert not target.exists()
-    # Chunks after the stuck one may have been written out of order before the kill; the mark says
-    # which prefix was hashed in order, and only that is kept.
-    again = CountingStore(store.root)
-    outcome = stage(again, "m", "rev1", target, workers=4, chunk=CHUNK)
-    assert min(offset for rel, offset, _ in again.reads if rel == "sub/big.bin") == 6 * CHUNK
-    assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
+    part = target.parent / ".rev1.partial" / "sub" / "big.bin.part"
+    # Sequential reads have one writer, in order: nothing past the stuck chunk was written. Parallel
+    # ones may have written later chunks out of order before the kill; the mark says which prefix was
+    # hashed in order, and only that is kept.
+    if mode == "sequential":
+        assert part.stat().st_size == stuck_at
+    assert read_mark(part, chunk) == stuck_at
+    assert part.read_bytes()[:stuck_at] == data[:stuck_at]
+    again = CountingStore(tmp_path / "store")
+    outcome = stage(again, "m", "rev1", target, workers=4, chunk=chunk)
+    assert outcome.extra["reads"] == mode
+    assert min(offset for rel, offset, _ in again.reads if rel == "sub/big.bin") == stuck_at
+    assert outcome.extra["reused_bytes"] >= stuck_at
+    assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == data
     assert verify(target) == []
 
 
-def test_a_damaged_partial_prefix_is_caught_and_the_file_copied_again(store, tmp_path):
+def test_a_damaged_partial_prefix_is_caught_and_the_file_copied_again(store, tmp_path, store_filesystem):
     target = tmp_path / "serving" / "m" / "rev1"
-    with pytest.raises(OSError):
+    with injected_read_failure(store_filesystem, 3 * CHUNK):
         stage(CountingStore(store.root, fail_at=("sub/big.bin", 3 * CHUNK)), "m", "rev1", target, chunk=CHUNK)
     part = target.parent / ".rev1.partial" / "sub" / "big.bin.part"
+    assert part.stat().st_size == 3 * CHUNK
     with part.open("r+b") as fh:  # the disk lost a byte of the kept prefix
         fh.write(b"\xff")
-    outcome = stage(store, "m", "rev1", target, chunk=CHUNK)
+    again = CountingStore(store.root)
+    outcome = stage(again, "m", "rev1", target, chunk=CHUNK)
+    assert outcome.extra["reads"] == expected_reads(store_filesystem)
     assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
+    # The resume read on from the kept prefix, found the file's hash wrong, and read it all once more.
+    big_reads = sorted(offset for rel, offset, _ in again.reads if rel == "sub/big.bin")
+    chunks = range(0, len(BIG), CHUNK)
+    assert big_reads == sorted([*chunks[3:], *chunks])
+    assert verify(target) == []
 
 
 def test_a_checksum_mismatch_names_the_file_and_both_hashes_and_keeps_the_serving_copy(store, tmp_path):
@@ -205,7 +329,7 @@ def test_not_enough_disk_stops_before_anything_is_copied(store, tmp_path):
     message = str(err.value)
     assert f"needs {need} bytes" in message
     assert "1000 bytes" in message and str(target.parent) in message
-    assert counting.reads == []
+    assert counting.reads == [] and counting.mapped_files == []
     assert sorted(p.name for p in target.parent.iterdir()) == []
 
 
@@ -332,11 +456,18 @@ def test_sequential_reads_are_refused_for_a_store_that_cannot_be_mapped_and_bad_
     assert not (tmp_path / "out").exists()
 
 
-def test_a_sequential_stage_resumes_a_parallel_one_without_fetching_its_chunks_again(store, tmp_path):
+def test_a_stage_in_the_other_read_mode_resumes_an_interrupted_one_without_fetching_its_chunks_again(
+    store, tmp_path, store_filesystem
+):
+    # ext4: a sequential stage interrupted, resumed in parallel; nfs4: a parallel one resumed sequentially.
+    other = {"sequential": "parallel", "parallel": "sequential"}[expected_reads(store_filesystem)]
     target = tmp_path / "serving" / "m" / "rev1"
-    with pytest.raises(OSError, match="injected"):
+    with injected_read_failure(store_filesystem, 6 * CHUNK):
         stage(CountingStore(store.root, fail_at=("sub/big.bin", 6 * CHUNK)), "m", "rev1", target, chunk=CHUNK)
-    outcome = stage(store, "m", "rev1", target, chunk=CHUNK, reads="sequential")
+    again = CountingStore(store.root)
+    outcome = stage(again, "m", "rev1", target, chunk=CHUNK, reads=other)
+    assert outcome.extra["reads"] == other
+    assert min(offset for rel, offset, _ in again.reads if rel == "sub/big.bin") == 6 * CHUNK
     assert outcome.changed and (target / "sub" / "big.bin").read_bytes() == BIG
     assert outcome.extra["reused_bytes"] >= 6 * CHUNK
     assert outcome.extra["fetched_bytes"] == outcome.extra["bytes"] - outcome.extra["reused_bytes"]

@@ -4,6 +4,7 @@ It exists so that routing, keys, limits and streaming through HAProxy can be che
 a model and must never stand in for vLLM in end-to-end tests.
 
 Run: python fake_openai_backend.py --model NAME --backend-id ID [--port 0] [--chunks 5] [--chunk-ms 50]
+     [--vllm-chunks]
 With --port 0 the OS picks a free port. Once listening, the server prints one JSON line to stdout,
 {"port": N}, which is what a test waits for instead of polling the port.
 
@@ -13,6 +14,14 @@ request still had an Authorization or api-key header, which the gateway must str
 
 A non-streamed request with ``"fake_delay_ms": N`` in its body is answered after N ms, unless the client
 (the gateway) hangs up first; GET /stats then counts it under "aborted", the way vLLM would cancel it.
+
+With ``--vllm-chunks`` (off by default) streams are shaped like vLLM 0.32's with
+--enable-force-include-usage: a chat stream opens with the role-only chunk
+(``"delta": {"role": "assistant", "content": ""}``), every chunk carries the running ``usage``
+(completion_tokens 0 on the role chunk, k after the k-th token), a completions stream's chunks carry
+``text``, the last token's chunk has ``finish_reason`` "length", and a usage-only chunk with empty
+``choices`` comes before ``[DONE]``. The role chunk is sent at once and the first token one pause
+(--chunk-ms) later, so a client that timed the role chunk as its first token shows it.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ class FakeOpenAIHandler(BaseHTTPRequestHandler):
     backend_id: ClassVar[str] = ""
     chunks: ClassVar[int] = 5
     chunk_seconds: ClassVar[float] = 0.05
+    vllm_chunks: ClassVar[bool] = False
     counts: ClassVar[dict[str, int]] = {"served": 0, "aborted": 0}
     counts_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -154,6 +164,9 @@ class FakeOpenAIHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
+        if self.vllm_chunks:
+            self._stream_like_vllm(body_bytes)
+            return
         created = int(time.time())
         for index in range(self.chunks):
             if index:
@@ -180,6 +193,47 @@ class FakeOpenAIHandler(BaseHTTPRequestHandler):
         self._write_chunk(b"")
         self._count("served")
 
+    def _stream_like_vllm(self, body_bytes: int) -> None:
+        """The chunks vLLM 0.32 streams with --enable-force-include-usage (see the module docstring)."""
+        chat = self.path == "/v1/chat/completions"
+        head = {
+            "id": f"chatcmpl-{self.backend_id}" if chat else f"cmpl-{self.backend_id}",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.model,
+        }
+
+        def usage(done: int) -> dict[str, int]:
+            return {"prompt_tokens": body_bytes, "total_tokens": body_bytes + done, "completion_tokens": done}
+
+        def send(choices: list[dict[str, Any]], done: int) -> None:
+            event = {**head, "choices": choices, "usage": usage(done)}
+            self._write_chunk(f"data: {json.dumps(event)}\n\n".encode())
+
+        if chat:
+            role = {"role": "assistant", "content": ""}
+            send([{"index": 0, "delta": role, "logprobs": None, "finish_reason": None}], 0)
+        for index in range(self.chunks):
+            if index or chat:
+                time.sleep(self.chunk_seconds)
+            finish = "length" if index == self.chunks - 1 else None
+            text = f"tok{index} "
+            if chat:
+                choice = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
+            else:
+                choice = {
+                    "index": 0,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                }
+            send([choice], index + 1)
+        send([], self.chunks)
+        self._write_chunk(b"data: [DONE]\n\n")
+        self._write_chunk(b"")
+        self._count("served")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -189,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend-id", required=True)
     parser.add_argument("--chunks", type=int, default=5)
     parser.add_argument("--chunk-ms", type=int, default=50)
+    parser.add_argument(
+        "--vllm-chunks",
+        action="store_true",
+        help="stream as vLLM 0.32 does with --enable-force-include-usage (role chunk, usage in each chunk)",
+    )
     args = parser.parse_args(argv)
 
     handler = type(
@@ -199,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             "backend_id": args.backend_id,
             "chunks": args.chunks,
             "chunk_seconds": args.chunk_ms / 1000,
+            "vllm_chunks": args.vllm_chunks,
         },
     )
     server = ThreadingHTTPServer((args.host, args.port), handler)

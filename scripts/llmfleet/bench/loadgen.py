@@ -74,13 +74,16 @@ class Target:
 
 def _carries_tokens(choice: dict[str, object]) -> bool:
     """A chunk carries generated tokens if it has completion text or chat content (even empty text:
-    a special token decodes to ""). The chat API's first chunk, role only, carries none."""
+    a special token decodes to ""). The chat API's first chunk carries none: vLLM sends it with the
+    role and an empty content (``{"role": "assistant", "content": ""}``) before any token."""
     if "text" in choice:
         return choice["text"] is not None
     delta = choice.get("delta")
-    if isinstance(delta, dict):
-        return delta.get("content") is not None or delta.get("reasoning_content") is not None
-    return False
+    if not isinstance(delta, dict):
+        return False
+    if "role" in delta and not delta.get("content") and not delta.get("reasoning_content"):
+        return False
+    return delta.get("content") is not None or delta.get("reasoning_content") is not None
 
 
 async def one_request(
