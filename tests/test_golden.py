@@ -12,9 +12,8 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
 import urllib.error
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -357,14 +356,9 @@ class _Scorer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def scorer():
+def scorer(serve):
     handler = type("Scorer", (_Scorer,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    return handler, serve(handler)
 
 
 def test_forced_gaps_sends_the_reference_tokens_and_reads_how_far_vllm_was_ahead(scorer):

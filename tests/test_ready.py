@@ -168,15 +168,9 @@ class _Breaking(fake_backend.FakeOpenAIHandler):
 
 
 @pytest.fixture
-def backend():
+def backend(serve):
     handler = type("Configured", (_Breaking,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    return handler, serve(handler)
 
 
 def test_the_gate_sends_every_chat_shape_and_each_must_be_answered(backend):
