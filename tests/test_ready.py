@@ -253,3 +253,15 @@ def test_llmfleet_ready_reports_each_shape_and_first_token_only_skips_them(backe
     assert [s["shape"] for s in shapes] == [s.name for s in request_shapes("m", "chat")]
     assert main(["ready", "--url", url, "--model", "m", "--timeout", "10", "--first-token-only"]) == 0
     assert "shapes" not in json.loads(capsys.readouterr().out)
+
+
+def test_the_log_tail_names_recent_errors_not_those_of_an_earlier_run(tmp_path):
+    from llmfleet.ready import _log_tail
+
+    log = tmp_path / "vllm.log"
+    old = "ImportError: libnuma.so.1: cannot open shared object file"
+    noise = "\n".join(f"INFO serving request {i}" for i in range(1000))
+    log.write_text(f"{old}\n{noise}\nRuntimeError: Worker failed with error 'InvalidCxxCompiler'\n")
+    errors = _log_tail(log).split("last lines of")[0]
+    assert "InvalidCxxCompiler" in errors
+    assert "libnuma" not in errors

@@ -290,7 +290,10 @@ def _log_tail(log_file: Path | None, lines: int = 40) -> str:
         return ""
     text = [_VLLM_PREFIX.sub("", line) for line in log_file.read_text(errors="replace").splitlines()]
     useful = [line for line in text if line.strip() and not line.lstrip().startswith(("File ", "^", "~"))]
-    errors = list(dict.fromkeys(line.strip() for line in useful if _ERROR_LINE.match(line.strip())))
+    # Only the recent part: instance logs are appended across restarts, and an error of an earlier run
+    # must not be named as this one's.
+    recent = useful[-_ERROR_SCAN_LINES:]
+    errors = list(dict.fromkeys(line.strip() for line in recent if _ERROR_LINE.match(line.strip())))
     named = "".join(f"\n  {line[:300]}" for line in errors[-3:])
     head = f"\nerrors in {log_file}:{named}" if named else ""
     return f"{head}\nlast lines of {log_file}:\n" + "\n".join(useful[-lines:])
@@ -298,3 +301,5 @@ def _log_tail(log_file: Path | None, lines: int = 40) -> str:
 
 # A Python exception's own line: "RuntimeError: Worker failed ...", "torch._inductor.exc.InductorError: ...".
 _ERROR_LINE = re.compile(r"^[\w.]*(?:Error|Exception)\b: ")
+# How far back from the log's end errors are looked for (one crash's traceback and shutdown fit).
+_ERROR_SCAN_LINES = 400
