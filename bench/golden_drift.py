@@ -1,6 +1,6 @@
 """How far does vLLM's greedy output follow the Hugging Face reference on this machine?
 
-The measurement behind the golden check's rule (llmfleet.golden.Rule): for a set of fixed prompts the
+The measurement behind the golden check's rule (llmfleet.weights.golden.Rule): for a set of fixed prompts the
 reference (transformers, CPU, the served dtype) and a running vLLM instance each decode greedily, and
 the report gives, per prompt, the common prefix of the two token sequences and the reference's
 top-two margin where they part. For an embedding model it gives the cosine of the two vectors.
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmfleet.golden import (
+from llmfleet.weights.golden import (
     CHAT_CANDIDATES,
     EMBEDDING_INPUT,
     RECORDER,

@@ -296,7 +296,7 @@ def kill_prepare(vars_: dict, vars_file: Path) -> dict:
 
 def kill_disturb(vars_: dict, context: dict) -> dict:
     """kill -9, then wait (reading only the admin socket) for the ejection and the re-admission."""
-    from llmfleet.rotation import server_state
+    from llmfleet.gateway.rotation import server_state
 
     socket_path, victim = admin_socket(vars_), context["victim"]
     in_flight = server_state(socket_path, MODEL, victim).sessions
@@ -324,7 +324,7 @@ def kill_report(vars_: dict, context: dict) -> dict:
 
 
 def worker_pid(vars_: dict) -> int:
-    from llmfleet.keys import admin_command
+    from llmfleet.gateway.keys import admin_command
 
     lines = admin_command(admin_socket(vars_), "show info").splitlines()
     return int(dict(line.split(": ", 1) for line in lines if ": " in line)["Pid"])

@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from hosttools import pytest_configure, pytest_runtest_setup  # noqa: F401  (hooks: a required host tool missing fails)
-from llmfleet.catalog import Catalog, load_catalog
-from llmfleet.plan import DeploymentSettings, HostFacts
+from llmfleet.catalog.models import Catalog, load_catalog
+from llmfleet.deploy.plan import DeploymentSettings
+from llmfleet.hosts.facts import HostFacts
 
 GIB = 1024**3
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmfleet.plan import Instance, KvCache, ModelPlan
+from llmfleet.deploy.plan import Instance, KvCache, ModelPlan
 
 
 def make_plan(model: str, ports: list[int], host: str = "127.0.0.1") -> ModelPlan:

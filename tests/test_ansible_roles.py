@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet import registry
+from llmfleet.deploy import registry
 from llmfleet.devtools import argspecs, render_argument_specs, roles_root
 
 ROLES = sorted(p for p in roles_root().iterdir() if p.is_dir())

@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from llmfleet.apim import render_apim
-from llmfleet.gateway import ApiKey, ExtraServer, GatewayPolicy, KeyPolicy, PoolPolicy, hash_key
+from llmfleet.gateway.apim import render_apim
+from llmfleet.gateway.policy import ApiKey, ExtraServer, GatewayPolicy, KeyPolicy, PoolPolicy, hash_key
 from plans import make_plan
 
 DOCUMENTED_ATTRIBUTES: dict[str, set[str]] = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.catalog import FIXED_ARGS, TUNABLE_ARGS, arg_flag, fixed_args_in
+from llmfleet.catalog.models import FIXED_ARGS, TUNABLE_ARGS, arg_flag, fixed_args_in
+from llmfleet.deploy.plan import DeploymentSettings, plan_model
 from llmfleet.errors import PlanError
-from llmfleet.plan import DeploymentSettings, plan_model
 
 MODEL = "smollm2-135m-instruct"
 

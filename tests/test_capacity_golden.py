@@ -23,8 +23,8 @@ from llmfleet.capacity.render import (
     render_inventory,
     write_inventory,
 )
+from llmfleet.catalog.gpus import load_gpu_catalog
 from llmfleet.errors import CapacityError
-from llmfleet.gpus import load_gpu_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "capacity"

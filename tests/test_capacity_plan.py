@@ -19,9 +19,9 @@ from llmfleet.capacity.candidates import (
     resolve_serving,
 )
 from llmfleet.capacity.modelconfig import load_model
+from llmfleet.catalog.gpus import load_gpu_catalog
 from llmfleet.cli import main
 from llmfleet.errors import CapacityError, CatalogError
-from llmfleet.gpus import load_gpu_catalog
 
 CONFIGS = Path(__file__).parent / "data" / "hf-configs"
 LLAMA8B = CONFIGS / "meta-llama--Llama-3.1-8B-Instruct"

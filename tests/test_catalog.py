@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet.catalog import HuggingFaceSource, S3Source, load_catalog, parse_catalog
+from llmfleet.catalog.models import HuggingFaceSource, S3Source, load_catalog, parse_catalog
 from llmfleet.errors import CatalogError, UnknownModelError
 
 SOURCES = Path(__file__).parent / "data" / "catalog-all-sources.yml"

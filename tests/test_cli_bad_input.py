@@ -131,7 +131,7 @@ def test_a_bug_is_one_line_with_exit_70_and_the_traceback_on_request(monkeypatch
     def broken(args):
         raise KeyError("oops")
 
-    monkeypatch.setattr("llmfleet.cli.cmd_status", broken)
+    monkeypatch.setattr("llmfleet.deploy.cli.cmd_status", broken)
     monkeypatch.delenv("LLMFLEET_DEBUG", raising=False)
     assert call(["status"]) == 70
     err = capsys.readouterr().err

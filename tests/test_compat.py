@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from llmfleet.errors import CompatError
-from llmfleet.gpucompat import check_driver, load_compat, version_tuple
-from llmfleet.topology import gather
+from llmfleet.hosts.gpucompat import check_driver, load_compat, version_tuple
+from llmfleet.hosts.topology import gather
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia"
 

@@ -26,8 +26,8 @@ import openai
 import pytest
 
 from hosttools import host_tool, needs_host_tool
-from llmfleet.gateway import DeclaredKey, GatewayPolicy, GatewaySettings, KeyPolicy, hash_key, render_gateway
-from llmfleet.keys import (
+from llmfleet.deploy.plan import ModelPlan
+from llmfleet.gateway.keys import (
     GatewayState,
     add_key,
     load_api_keys,
@@ -35,9 +35,16 @@ from llmfleet.keys import (
     sync_declared_keys,
     write_and_push_maps,
 )
-from llmfleet.keys import admin_command as keys_admin_command
-from llmfleet.plan import ModelPlan
-from llmfleet.rotation import drain, readmit, server_state, stat_rows
+from llmfleet.gateway.keys import admin_command as keys_admin_command
+from llmfleet.gateway.policy import (
+    DeclaredKey,
+    GatewayPolicy,
+    GatewaySettings,
+    KeyPolicy,
+    hash_key,
+    render_gateway,
+)
+from llmfleet.gateway.rotation import drain, readmit, server_state, stat_rows
 from plans import make_plan
 
 HAPROXY_FOUND = host_tool("haproxy", "/usr/sbin/haproxy")

@@ -18,8 +18,9 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from llmfleet.deploy.plan import ModelPlan
 from llmfleet.errors import GatewayError
-from llmfleet.gateway import (
+from llmfleet.gateway.policy import (
     GENERATED_HEADER,
     KEY_PREFIX,
     LUA_FILE,
@@ -36,7 +37,6 @@ from llmfleet.gateway import (
     read_key_file,
     render_gateway,
 )
-from llmfleet.plan import ModelPlan
 from plans import make_plan
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "gateway"
@@ -93,7 +93,7 @@ def test_render_matches_golden_files(case: str) -> None:
     rendered = render(case)
     assert sorted(rendered) == sorted(OUTPUT_FILES)
     # The Lua file is copied verbatim from the package: its source is its golden.
-    lua_source = REPO / "scripts" / "llmfleet" / "templates" / "haproxy" / LUA_FILE
+    lua_source = REPO / "scripts" / "llmfleet" / "gateway" / "templates" / "haproxy" / LUA_FILE
     assert rendered.pop(LUA_FILE) == lua_source.read_text()
     golden = GOLDEN_DIR / case
     if os.environ.get("UPDATE_GOLDEN") == "1":

@@ -19,9 +19,9 @@ from typing import ClassVar
 
 import pytest
 
-from llmfleet import golden as g
 from llmfleet.cli import main
 from llmfleet.errors import GoldenMismatchError, NotReadyError, WeightsError
+from llmfleet.weights import golden as g
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = {
@@ -304,11 +304,11 @@ def test_the_recorder_without_torch_exits_unavailable(tmp_path):
 
 def test_llmfleet_ready_runs_the_golden_check_and_keeps_the_verdict(tmp_path, monkeypatch, capsys):
     path = write_staged(tmp_path, golden_of(chat_output([5, 6])))
-    monkeypatch.setattr("llmfleet.ready.wait_ready", lambda *a, **k: 1.0)
-    monkeypatch.setattr("llmfleet.ready.exercise", lambda *a, **k: [])
-    monkeypatch.setattr("llmfleet.ready.confirm_alive", lambda *a, **k: None)
+    monkeypatch.setattr("llmfleet.deploy.ready.wait_ready", lambda *a, **k: 1.0)
+    monkeypatch.setattr("llmfleet.deploy.ready.exercise", lambda *a, **k: [])
+    monkeypatch.setattr("llmfleet.deploy.ready.confirm_alive", lambda *a, **k: None)
     monkeypatch.setattr(
-        "llmfleet.golden._ask", lambda *_: g.Served(token_ids=[8, 8], text="x", forced_gaps=[5, 5])
+        "llmfleet.weights.golden._ask", lambda *_: g.Served(token_ids=[8, 8], text="x", forced_gaps=[5, 5])
     )
     argv = ["ready", "--url", "http://i", "--model", "m", "--golden-file", str(path),
             "--golden-report", str(tmp_path / "report.json")]  # fmt: skip

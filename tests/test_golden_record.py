@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.golden import RECORDER, ChatOutput, EmbeddingOutput
+from llmfleet.weights.golden import RECORDER, ChatOutput, EmbeddingOutput
 
 TORCH_PYTHON = os.environ.get("LLMFLEET_TEST_TORCH_PYTHON", "/opt/llmfleet/vllm-venv/bin/python")
 pytestmark = pytest.mark.skipif(

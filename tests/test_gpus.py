@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from llmfleet.catalog.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
 from llmfleet.errors import CatalogError
-from llmfleet.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
 
 REQUIRED = [
     "T4-16GB",

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-WRAPPER = Path(__file__).resolve().parents[1] / "scripts" / "llmfleet" / "instance_wrapper.py"
+WRAPPER = Path(__file__).resolve().parents[1] / "scripts" / "llmfleet" / "deploy" / "instance_wrapper.py"
 
 # A stand-in for vLLM's process tree: the main process starts a child that ignores SIGTERM (as
 # vLLM's orphaned EngineCore does) and prints its pid. The script's path contains "vllm", as vLLM's

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmfleet.catalog.gpus import load_gpu_catalog
 from llmfleet.cli import main
 from llmfleet.errors import InventoryError
-from llmfleet.gpus import load_gpu_catalog
-from llmfleet.tfinventory import (
+from llmfleet.hosts.tfinventory import (
     fleet_from_outputs,
     read_terraform_outputs,
     render_inventory,

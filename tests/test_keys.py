@@ -12,8 +12,7 @@ import pytest
 
 from llmfleet.cli import main
 from llmfleet.errors import GatewayError
-from llmfleet.gateway import GatewayPolicy, GatewaySettings, KeyPolicy, hash_key
-from llmfleet.keys import (
+from llmfleet.gateway.keys import (
     STORE_FILE,
     add_key,
     list_keys,
@@ -22,6 +21,7 @@ from llmfleet.keys import (
     state_json,
     sync_declared_keys,
 )
+from llmfleet.gateway.policy import GatewayPolicy, GatewaySettings, KeyPolicy, hash_key
 
 MODELS = ["smollm2-135m-instruct", "all-minilm-l6-v2"]
 

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.errors import PlanError
-from llmfleet.plan import (
+from llmfleet.deploy.plan import (
     DeploymentSettings,
-    HostFacts,
-    cpu_list,
     kv_bytes_per_token,
     kv_cache,
     plan_model,
-    split_cpus,
 )
+from llmfleet.errors import PlanError
+from llmfleet.hosts.cpusets import cpu_list, split_cpus
+from llmfleet.hosts.facts import HostFacts
 
 MODEL = "smollm2-135m-instruct"
 GIB = 1024**3
@@ -110,8 +109,9 @@ def test_same_input_same_model_dump_json_bytes_in_processes_with_different_hash_
     # also catches a dict (env, argv built from a dict) filled in an order that varies by process.
     code = (
         "import sys\n"
-        "from llmfleet.catalog import load_catalog\n"
-        "from llmfleet.plan import DeploymentSettings, HostFacts, plan_model\n"
+        "from llmfleet.catalog.models import load_catalog\n"
+        "from llmfleet.deploy.plan import DeploymentSettings, plan_model\n"
+        "from llmfleet.hosts.facts import HostFacts\n"
         "host = HostFacts.model_validate_json(sys.argv[1])\n"
         "settings = DeploymentSettings.model_validate_json(sys.argv[2])\n"
         f"entry = load_catalog().get({MODEL!r})\n"

@@ -14,9 +14,10 @@ import yaml
 from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, plan_capacity
 from llmfleet.capacity.modelconfig import load_model
 from llmfleet.capacity.render import render_inventory
+from llmfleet.catalog.gpus import load_gpu_catalog
+from llmfleet.deploy.plan import CapacityInstance, DeploymentSettings, plan_model
 from llmfleet.errors import PlanError
-from llmfleet.gpus import load_gpu_catalog
-from llmfleet.plan import CapacityInstance, DeploymentSettings, HostFacts, plan_model
+from llmfleet.hosts.facts import HostFacts
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tests" / "data" / "hf-configs"

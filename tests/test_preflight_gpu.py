@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.gpucompat import check_plan, load_compat, node_from_plan, preflight
-from llmfleet.topology import gather
+from llmfleet.hosts.gpucompat import check_plan, load_compat, node_from_plan, preflight
+from llmfleet.hosts.topology import gather
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "nvidia"

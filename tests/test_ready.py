@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import pytest
 
+from llmfleet.deploy.ready import Probe, confirm_alive, exercise, probe_instance, request_shapes, wait_ready
 from llmfleet.errors import NotReadyError
-from llmfleet.ready import Probe, confirm_alive, exercise, probe_instance, request_shapes, wait_ready
 
 
 class FakeClock:
@@ -256,7 +256,7 @@ def test_llmfleet_ready_reports_each_shape_and_first_token_only_skips_them(backe
 
 
 def test_the_log_tail_names_recent_errors_not_those_of_an_earlier_run(tmp_path):
-    from llmfleet.ready import _log_tail
+    from llmfleet.deploy.ready import _log_tail
 
     log = tmp_path / "vllm.log"
     old = "ImportError: libnuma.so.1: cannot open shared object file"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from llmfleet.registry import Deployment, load_all, ports_held, record_path, write_record
+from llmfleet.deploy.registry import Deployment, load_all, ports_held, record_path, write_record
 from plans import make_plan
 
 

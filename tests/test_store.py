@@ -19,8 +19,8 @@ import pytest
 
 from llmfleet.cli import main
 from llmfleet.errors import StoreLockedError, WeightsError
-from llmfleet.store import FsStore, LockInfo, S3Store, open_store, publish_dir
-from llmfleet.weights import publish, read_manifest, verify, write_manifest
+from llmfleet.weights.engine import publish, read_manifest, verify, write_manifest
+from llmfleet.weights.store import FsStore, LockInfo, S3Store, open_store, publish_dir
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -117,7 +117,7 @@ def test_an_expired_lease_from_another_host_is_broken(tmp_path):
 HOLDER = """
 import sys
 from pathlib import Path
-from llmfleet.store import FsStore
+from llmfleet.weights.store import FsStore
 lock = FsStore(Path(sys.argv[1])).lock("m", owner="holder", lease=3600)
 lock.acquire(0)
 print("locked", flush=True)
@@ -179,7 +179,7 @@ PUBLISHER = """
 import json, sys
 from pathlib import Path
 from llmfleet.errors import StoreLockedError
-from llmfleet.store import FsLock, FsStore, publish_dir
+from llmfleet.weights.store import FsLock, FsStore, publish_dir
 
 original_read = FsLock._read
 def watched_read(self):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from llmfleet import devtools
-from llmfleet.gpus import load_gpu_catalog
+from llmfleet.catalog.gpus import load_gpu_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 TF_ROOT = ROOT / "terraform"

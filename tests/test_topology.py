@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.gpus import load_gpu_catalog
-from llmfleet.topology import (
+from llmfleet.catalog.gpus import load_gpu_catalog
+from llmfleet.hosts.topology import (
     TopologyError,
     build_topology,
     format_cpulist,

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from hosttools import needs_host_tool
-from llmfleet.gateway import GatewayPolicy, GatewaySettings, render_gateway
-from llmfleet.plan import ModelPlan
-from llmfleet.registry import Deployment, render_record
-from llmfleet.rotation import server_state
+from llmfleet.deploy.plan import ModelPlan
+from llmfleet.deploy.registry import Deployment, render_record
+from llmfleet.gateway.policy import GatewayPolicy, GatewaySettings, render_gateway
+from llmfleet.gateway.rotation import server_state
 from plans import make_plan
 from test_gateway_haproxy import FAKE_BACKEND, HAPROXY, HAPROXY_FOUND, START_TIMEOUT_S, free_port, stop
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet.gpucompat import placements
-from llmfleet.topology import gather
+from llmfleet.hosts.gpucompat import placements
+from llmfleet.hosts.topology import gather
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = REPO / "ansible" / "roles" / "vllm_container"

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet import weights
 from llmfleet.errors import WeightsError
-from llmfleet.weights import check_architecture, read_manifest, verify, write_manifest
+from llmfleet.weights import engine as weights
+from llmfleet.weights.engine import check_architecture, read_manifest, verify, write_manifest
 
 
 @pytest.fixture

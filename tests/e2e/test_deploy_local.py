@@ -141,7 +141,7 @@ def golden_verdict(instance: str) -> dict:
 
 def test_the_gate_compared_vllm_with_the_reference_golden_output(deployed):
     """Recorded at import with transformers (greedy, 32 tokens), staged beside the weights, and vLLM's
-    greedy answer to the same chat prompt passed the rule (llmfleet.golden.Rule)."""
+    greedy answer to the same chat prompt passed the rule (llmfleet.weights.golden.Rule)."""
     (model,) = status_json()["models"]
     golden = json.loads((Path(model["weights_path"]) / "golden.json").read_text())
     assert golden["output"]["reference"]["implementation"] == "transformers"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from llmfleet.cliargs import positive_float, positive_int
-from llmfleet.registry import DEFAULT_REGISTRY_DIR
+from llmfleet.deploy.registry import DEFAULT_REGISTRY_DIR
 
 DEFAULT_DB = Path("bench/results/results.sqlite")
 
@@ -48,7 +48,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
 
 def _default_model(args: argparse.Namespace) -> str:
-    from llmfleet.catalog import load_catalog
+    from llmfleet.catalog.models import load_catalog
 
     return load_catalog(getattr(args, "catalog", None)).default_model
 

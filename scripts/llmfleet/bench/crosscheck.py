@@ -22,8 +22,9 @@ from llmfleet.bench.errors import BenchError
 from llmfleet.bench.profile import Experiment, Profile
 from llmfleet.bench.runner import resolve_target, run_profile
 from llmfleet.bench.store import ResultStore
+from llmfleet.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 SHIM = REPO / "bench" / "vllm_bench_serve.py"
 COMPARED = (
     ("mean_ttft_ms", "TTFT mean (ms)"),

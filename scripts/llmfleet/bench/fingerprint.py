@@ -15,7 +15,9 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from llmfleet.paths import REPO_ROOT
+
+REPO = REPO_ROOT
 
 
 def _cpu_model() -> str:

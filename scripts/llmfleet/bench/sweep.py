@@ -27,9 +27,10 @@ import yaml
 from llmfleet.bench.errors import SweepError
 from llmfleet.bench.metrics import metric_names
 from llmfleet.bench.store import Run, Step, new_run_id
-from llmfleet.catalog import FIXED_ARGS, TUNABLE_ARGS
+from llmfleet.catalog.models import FIXED_ARGS, TUNABLE_ARGS
+from llmfleet.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = REPO_ROOT
 
 SWEEP_VARS: dict[str, object] = {
     "llmfleet_common_state_dir": "/var/lib/llmfleet-sweep",
@@ -252,7 +253,7 @@ def run_sweep(
     from llmfleet.bench.profile import load_profile
     from llmfleet.bench.runner import resolve_target, run_profile
     from llmfleet.bench.store import ResultStore
-    from llmfleet.catalog import load_catalog
+    from llmfleet.catalog.models import load_catalog
 
     # Everything that can be wrong with the request is checked before the first deploy.
     load_catalog().get(model)

@@ -1,0 +1,8 @@
+"""The GPU capacity planner: a model's architecture from its config.json (modelconfig), parameter and KV
+cache arithmetic (params, kv), TP x PP candidates with fit certificates and their placement (candidates),
+and the Ansible inventory it renders (render)."""
+
+from llmfleet.capacity.candidates import CapacityPlan, PlanOptions, plan_capacity
+from llmfleet.capacity.modelconfig import ModelArch, load_model
+
+__all__ = ["CapacityPlan", "ModelArch", "PlanOptions", "load_model", "plan_capacity"]

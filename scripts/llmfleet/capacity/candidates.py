@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from llmfleet.capacity import kv
 from llmfleet.capacity.modelconfig import DTYPE_BYTES, ModelArch, ModelSource, Quantization
 from llmfleet.capacity.params import checkpoint_weight_bytes, pp_partition, stage_weight_bytes
+from llmfleet.catalog.gpus import GpuCatalog
 from llmfleet.errors import CapacityError, CapacityRefusal
-from llmfleet.gpus import GpuCatalog
-from llmfleet.plan import split_cpus
+from llmfleet.hosts.cpusets import split_cpus
 
 GIB = 1024**3
 MIB = 1024**2

@@ -13,8 +13,8 @@ from pathlib import Path
 from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, Reserve, plan_capacity
 from llmfleet.capacity.modelconfig import load_model
 from llmfleet.capacity.render import plan_json, plan_table, render_inventory, write_inventory
+from llmfleet.catalog.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
 from llmfleet.errors import CapacityError, CapacityRefusal
-from llmfleet.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
 
 
 def _options(args: argparse.Namespace) -> PlanOptions:

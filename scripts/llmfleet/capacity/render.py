@@ -105,7 +105,7 @@ def plan_table(plan: CapacityPlan) -> str:
 
 
 def _cpu_list(cpus: list[int]) -> str:
-    from llmfleet.plan import cpu_list
+    from llmfleet.hosts.cpusets import cpu_list
 
     return cpu_list(cpus) if cpus else ""
 

@@ -26,8 +26,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmfleet.deploy.plan import ModelPlan
 from llmfleet.errors import GatewayError
-from llmfleet.gateway import (
+from llmfleet.gateway.policy import (
     KEY_FILE_SUFFIX,
     MAP_FILES,
     ApiKey,
@@ -41,7 +42,6 @@ from llmfleet.gateway import (
     read_key_file,
     render_maps,
 )
-from llmfleet.plan import ModelPlan
 
 STORE_FILE = "keys.json"
 GATEWAY_STATE_FILE = "gateway.json"

@@ -1,7 +1,7 @@
 """GPU preflight: is this host's driver, GPU set and free memory right for the image and the plan?
 
 The compatibility matrix is data (``images/compat.yml``): image version -> CUDA version -> minimum driver.
-Every check is a pure function of parsed facts (:class:`llmfleet.topology.GpuTopology`) and returns
+Every check is a pure function of parsed facts (:class:`llmfleet.hosts.topology.GpuTopology`) and returns
 refusals; each refusal says what is wrong and what to do about it.
 """
 
@@ -15,9 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmfleet.errors import CompatError, TopologyError, yaml_problem
-from llmfleet.topology import GpuTopology, format_cpulist, placement
+from llmfleet.hosts.topology import GpuTopology, format_cpulist, placement
+from llmfleet.paths import REPO_ROOT
 
-DEFAULT_COMPAT = Path(__file__).resolve().parents[2] / "images" / "compat.yml"
+DEFAULT_COMPAT = REPO_ROOT / "images" / "compat.yml"
 MIB = 1024 * 1024
 
 

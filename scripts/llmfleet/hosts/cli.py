@@ -1,4 +1,6 @@
-"""``llmfleet gpu-facts`` and ``llmfleet preflight gpu``: topology and the checks before launch.
+"""``llmfleet host-facts``, ``gpu-facts``, ``preflight gpu`` and ``inventory from-terraform``: what a host is.
+
+``host-facts`` and ``gpu-facts`` describe the host; ``preflight gpu`` is the check before launch.
 
 Both print JSON on stdout. ``preflight gpu`` exits 1 when a check refuses, after printing every refusal (each
 names its fix), so the preflight role can show them all at once.
@@ -11,13 +13,22 @@ import json
 import sys
 from pathlib import Path
 
+from llmfleet.cliargs import EXIT_OK, add_command, dump_json
 from llmfleet.errors import CompatError
-from llmfleet.gpucompat import DEFAULT_COMPAT, load_compat, preflight
-from llmfleet.topology import gather
+from llmfleet.hosts.facts import gather as gather_host_facts
+from llmfleet.hosts.gpucompat import DEFAULT_COMPAT, load_compat, preflight
+from llmfleet.hosts.tfinventory import register as register_inventory
+from llmfleet.hosts.topology import gather
 
 
 def _topology(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return gather(sysfs_root=args.sysfs_root, fixture_dir=args.fixture)
+
+
+def cmd_host_facts(args: argparse.Namespace) -> int:
+    facts, gpus = gather_host_facts()
+    dump_json({**facts.model_dump(), "gpus": gpus})
+    return EXIT_OK
 
 
 def cmd_gpu_facts(args: argparse.Namespace) -> int:
@@ -54,7 +65,8 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``gpu-facts`` and ``preflight gpu`` to the ``llmfleet`` subparsers."""
+    """Add ``host-facts``, ``gpu-facts``, ``preflight gpu`` and ``inventory`` to the subcommands."""
+    add_command(sub, "host-facts", cmd_host_facts, "print this host's CPUs, memory and GPUs as JSON")
     text = "print this GPU host's topology as JSON: GPUs, PCI ids, NUMA nodes, local CPUs, NVLink islands"
     p = sub.add_parser("gpu-facts", help=text, description=text)
     _source_arguments(p)
@@ -73,3 +85,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--compat", type=Path, default=DEFAULT_COMPAT, help="the compatibility matrix")
     _source_arguments(p)
     p.set_defaults(func=cmd_preflight_gpu)
+    register_inventory(sub)

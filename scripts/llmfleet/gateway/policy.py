@@ -2,7 +2,8 @@
 
 Two inputs describe a gateway: ``GatewaySettings`` (where it listens and keeps its files: host facts) and
 ``GatewayPolicy`` (what it enforces: body limit, timeouts, retries, health checks, pools, declared keys;
-YAML under ``inventories/<env>/gateway-policy.yml``). API keys come from the key store (llmfleet.keys).
+YAML under ``inventories/<env>/gateway-policy.yml``). API keys come from the key store
+(llmfleet.gateway.keys).
 
 The gateway is plain HAProxy 2.6 (the Debian package): ``haproxy.cfg``, a Lua file for token quotas and
 per-key metrics, and map files. The maps carry what changes most often (which model lives in which
@@ -32,8 +33,8 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from llmfleet.deploy.plan import ModelPlan
 from llmfleet.errors import GatewayError, yaml_problem
-from llmfleet.plan import ModelPlan
 
 # HAProxy proxy and server names, map keys and the JSON we render by hand are all safe with this
 # alphabet: no spaces, quotes, '%' or '#' that the config parser or a map file would interpret.
@@ -497,7 +498,7 @@ def _haproxy_error_bodies() -> dict[int, str]:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("llmfleet", "templates"),
+        loader=jinja2.PackageLoader("llmfleet.gateway", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -592,7 +593,9 @@ def render_gateway(
     env = _environment()
     rendered["haproxy.cfg"] = env.get_template("haproxy/haproxy.cfg.j2").render(context)
     # Copied as is: the Lua file has no per-deployment values (it reads LLMFLEET_QUOTA_DIR).
-    rendered[LUA_FILE] = (resources.files("llmfleet") / "templates" / "haproxy" / LUA_FILE).read_text("utf-8")
+    rendered[LUA_FILE] = (resources.files("llmfleet.gateway") / "templates" / "haproxy" / LUA_FILE).read_text(
+        "utf-8"
+    )
     for name, text in rendered.items():
         if not text.endswith("\n"):
             rendered[name] = text + "\n"

@@ -7,7 +7,19 @@ import shutil
 import socket
 import subprocess
 
-from llmfleet.plan import HostFacts
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HostFacts(BaseModel):
+    """What preflight learnt about the host."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hostname: str
+    cpus: list[int] = Field(min_length=1, description="CPU ids this host offers to vLLM")
+    memory_bytes: int = Field(gt=0)
+    gpu_count: int = Field(ge=0)
+
 
 NVIDIA_SMI_QUERY = ["--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader,nounits"]
 

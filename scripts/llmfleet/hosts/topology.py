@@ -326,7 +326,7 @@ def _run(argv: list[str]) -> str:
 def gather(sysfs_root: Path = Path("/sys"), fixture_dir: Path | None = None) -> GpuTopology:
     """This host's topology; or, with ``fixture_dir``, the one recorded there (the files the README of
     tests/fixtures/nvidia names)."""
-    from llmfleet.gpus import load_gpu_catalog
+    from llmfleet.catalog.gpus import load_gpu_catalog
 
     catalog = load_gpu_catalog()
     if fixture_dir is not None:

@@ -6,22 +6,21 @@ the ports other models already hold), so the same input always gives the same pl
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmfleet.catalog import (
+from llmfleet.catalog.models import (
     DTYPE_BYTES,
     Architecture,
     ModelEntry,
-    PypiGgufSource,
-    PypiSnapshotSource,
-    S3Source,
     fixed_args_in,
+    revision_id,
 )
 from llmfleet.errors import PlanError
+from llmfleet.hosts.cpusets import cpu_list, split_cpus
+from llmfleet.hosts.facts import HostFacts
 
 GIB = 1024**3
 # vLLM allocates its KV cache in blocks of this many tokens; a partial block is not usable.
@@ -31,17 +30,6 @@ VLLM_BLOCK_SIZE = 16
 # context outside any vLLM budget (a few hundred MiB), so the planned shares of both copies must leave
 # this much of each GPU over. An estimate, not a measurement: no GPU host was at hand to calibrate it.
 GPU_SHARE_HEADROOM = 0.02
-
-
-class HostFacts(BaseModel):
-    """What preflight learnt about the host."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    hostname: str
-    cpus: list[int] = Field(min_length=1, description="CPU ids this host offers to vLLM")
-    memory_bytes: int = Field(gt=0)
-    gpu_count: int = Field(ge=0)
 
 
 class CapacityInstance(BaseModel):
@@ -194,51 +182,6 @@ def weights_bytes(arch: Architecture, dtype: str) -> int:
     attn = h * h * 2 + h * kv_dim * 2  # q, o and k, v projections
     mlp = 3 * h * (h * 8 // 3)  # gate, up, down at the llama ratio
     return (arch.vocab_size * h + layers * (attn + mlp)) * DTYPE_BYTES[dtype]
-
-
-def revision_id(entry: ModelEntry) -> str:
-    """A short, stable name for the exact bytes a source points at: it names the staged directory."""
-    src = entry.source
-    if isinstance(src, PypiGgufSource):
-        return src.gguf_sha256[:12]
-    if isinstance(src, PypiSnapshotSource):
-        return src.wheel_sha256[:12]
-    if isinstance(src, S3Source):
-        joined = "".join(f"{name}:{digest}\n" for name, digest in sorted(src.files.items()))
-        return hashlib.sha256(joined.encode()).hexdigest()[:12]
-    return src.revision[:12]
-
-
-def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
-    """Split CPUs into ``parts`` disjoint, contiguous, near-equal sets (the first sets get the extra)."""
-    if parts > len(cpus):
-        raise PlanError(
-            f"{parts} CPU instances need at least {parts} CPUs; this host offers {len(cpus)}. "
-            f"Lower deployment_plan_instances to {len(cpus)} or fewer."
-        )
-    ordered = sorted(cpus)
-    size, extra = divmod(len(ordered), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + size + (1 if i < extra else 0)
-        out.append(ordered[start:end])
-        start = end
-    return out
-
-
-def cpu_list(cpus: list[int]) -> str:
-    """Render CPU ids as the kernel's list format: [0, 1, 2, 5] -> '0-2,5'."""
-    ranges: list[str] = []
-    ordered = sorted(cpus)
-    start = prev = ordered[0]
-    for cpu in [*ordered[1:], None]:
-        if cpu is not None and cpu == prev + 1:
-            prev = cpu
-            continue
-        ranges.append(str(start) if start == prev else f"{start}-{prev}")
-        if cpu is not None:
-            start = prev = cpu
-    return ",".join(ranges)
 
 
 def pick_ports(count: int, base: int, taken: set[int], keep: list[int]) -> list[int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmfleet.errors import GatewayError
-from llmfleet.keys import admin_command
+from llmfleet.gateway.keys import admin_command
 
 POLL_S = 0.25
 

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from llmfleet.deploy.plan import ModelPlan
 from llmfleet.errors import LlmfleetError
-from llmfleet.plan import ModelPlan
 
 DEFAULT_STATE_DIR = Path("/var/lib/llmfleet")
 DEFAULT_REGISTRY_DIR = DEFAULT_STATE_DIR / "deployments"
