@@ -5,8 +5,8 @@ sequential copy of the same bytes, on the same disk, in the same run.
     .venv/bin/python bench/staging.py --size-mib 2048 --rounds 5 --workdir /var/tmp/x --json
 
 A synthetic model (random bytes in a few ``model-0000N-of-0000M.safetensors`` files and a config.json)
-is published to a filesystem store with ``llmfleet.weights.engine.publish``, then each round stages it with
-``llmfleet.weights.engine.stage`` (``--reads``: auto, which on a local disk is one sequential mapped stream
+is published to a filesystem store with ``llmfleet.weights.publish``, then each round stages it with
+``llmfleet.weights.stage`` (``--reads``: auto, which on a local disk is one sequential mapped stream
 per file; parallel, the chunked reads a network store gets) and copies it with ``shutil.copyfile``
 file by file (what ``cp`` does: on Linux that is ``sendfile``/``copy_file_range``, no bytes through
 Python), each followed by an fsync of every file and the directory, since staging fsyncs and a copy
@@ -34,16 +34,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from llmfleet.weights.engine import (
-    DEFAULT_WORKERS,
-    READS,
-    publish,
-    read_manifest,
-    resolve_reads,
-    stage,
-    verify,
-)
-from llmfleet.weights.store import FsStore, mount_of
+from llmfleet.weights import publish, read_manifest, verify
+from llmfleet.weights.fs_store import FsStore
+from llmfleet.weights.mounts import mount_of
+from llmfleet.weights.staging import DEFAULT_WORKERS, READS, resolve_reads, stage
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench-synthetic"
@@ -144,7 +138,7 @@ def run(
     log: Callable[[str], None] = lambda _: None,
 ) -> StagingReport:
     """Publish a synthetic model of ``size`` bytes, then time both copies ``rounds`` times."""
-    from llmfleet.weights.store import CHUNK
+    from llmfleet.weights.manifest import CHUNK
 
     chunk = chunk or CHUNK
     workdir.mkdir(parents=True, exist_ok=True)

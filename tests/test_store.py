@@ -19,8 +19,11 @@ import pytest
 
 from llmfleet.cli import main
 from llmfleet.errors import StoreLockedError, WeightsError
-from llmfleet.weights.engine import publish, read_manifest, verify, write_manifest
-from llmfleet.weights.store import FsStore, LockInfo, S3Store, open_store, publish_dir
+from llmfleet.weights import open_store, publish, read_manifest, verify, write_manifest
+from llmfleet.weights.fs_store import FsStore
+from llmfleet.weights.locks import LockInfo
+from llmfleet.weights.publishing import publish_dir
+from llmfleet.weights.s3_store import S3Store
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -117,7 +120,7 @@ def test_an_expired_lease_from_another_host_is_broken(tmp_path):
 HOLDER = """
 import sys
 from pathlib import Path
-from llmfleet.weights.store import FsStore
+from llmfleet.weights.fs_store import FsStore
 lock = FsStore(Path(sys.argv[1])).lock("m", owner="holder", lease=3600)
 lock.acquire(0)
 print("locked", flush=True)
@@ -179,7 +182,9 @@ PUBLISHER = """
 import json, sys
 from pathlib import Path
 from llmfleet.errors import StoreLockedError
-from llmfleet.weights.store import FsLock, FsStore, publish_dir
+from llmfleet.weights.fs_store import FsStore
+from llmfleet.weights.locks import FsLock
+from llmfleet.weights.publishing import publish_dir
 
 original_read = FsLock._read
 def watched_read(self):

@@ -17,8 +17,11 @@ import pytest
 from llmfleet.catalog.models import S3Source
 from llmfleet.cli import main
 from llmfleet.errors import StoreLockedError, WeightsError
-from llmfleet.weights.engine import import_model, publish, read_manifest, stage, verify, write_manifest
-from llmfleet.weights.store import FsStore, LockInfo, S3Store, publish_dir, s3_client
+from llmfleet.weights import import_model, publish, read_manifest, stage, verify, write_manifest
+from llmfleet.weights.fs_store import FsStore
+from llmfleet.weights.locks import LockInfo
+from llmfleet.weights.publishing import publish_dir
+from llmfleet.weights.s3_store import S3Store, s3_client
 
 MINILM_CONFIG = {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 384, "vocab_size": 30522}
 
@@ -118,7 +121,7 @@ def test_stage_from_s3_in_parallel_chunks(s3, tmp_path):
 
 def test_a_golden_output_beside_an_s3_revision_is_staged_with_it(s3, tmp_path):
     from llmfleet.weights import golden as g
-    from llmfleet.weights.store import GOLDEN
+    from llmfleet.weights.manifest import GOLDEN
 
     client, bucket = s3
     store = S3Store(bucket, "fleet")

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 
 from llmfleet.errors import WeightsError
-from llmfleet.weights import engine as weights
-from llmfleet.weights.engine import check_architecture, read_manifest, verify, write_manifest
+from llmfleet.weights import manifest as weights
+from llmfleet.weights.importer import check_architecture
+from llmfleet.weights.manifest import read_manifest, write_manifest
+from llmfleet.weights.staged import verify
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import pytest
 
 from llmfleet.errors import WeightsError
 from llmfleet.weights import golden as g
-from llmfleet.weights.engine import import_model, publish, read_manifest, stage, verify, write_manifest
-from llmfleet.weights.store import GOLDEN, FsStore, local_files
+from llmfleet.weights import import_model, publish, read_manifest, stage, verify, write_manifest
+from llmfleet.weights.fs_store import FsStore
+from llmfleet.weights.manifest import GOLDEN, local_files
 from test_weights_import import pinned_snapshot
 
 REFERENCE = {

@@ -17,7 +17,7 @@ import pytest
 
 from llmfleet.catalog.models import PypiGgufSource, PypiSnapshotSource
 from llmfleet.errors import WeightsError
-from llmfleet.weights.engine import import_model, read_manifest, verify
+from llmfleet.weights import import_model, read_manifest, verify
 
 MINILM_CONFIG = {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 384, "vocab_size": 30522}
 

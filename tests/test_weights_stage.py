@@ -22,8 +22,8 @@ import pytest
 from llmfleet.cli import main
 from llmfleet.deploy.registry import Deployment, write_record
 from llmfleet.errors import WeightsError
-from llmfleet.weights.engine import gc, read_manifest, stage, verify, write_manifest
-from llmfleet.weights.store import FsStore, MappedFile
+from llmfleet.weights import gc, read_manifest, stage, verify, write_manifest
+from llmfleet.weights.fs_store import FsStore, MappedFile
 
 CHUNK = 64 * 1024
 BIG = bytes(range(256)) * (10 * CHUNK // 256) + b"tail"  # 10 whole chunks and a short last one
@@ -127,9 +127,9 @@ class CountingStore(FsStore):
 @pytest.fixture(autouse=True, params=["ext4", "nfs4"])
 def store_filesystem(request, monkeypatch) -> str:
     """What the store's mount is taken to be: ext4 stages read sequentially, nfs4 ones in parallel."""
-    import llmfleet.weights.store
+    import llmfleet.weights.fs_store
 
-    monkeypatch.setattr(llmfleet.weights.store, "filesystem_type", lambda _path: request.param)
+    monkeypatch.setattr(llmfleet.weights.fs_store, "filesystem_type", lambda _path: request.param)
     return request.param
 
 
@@ -204,8 +204,9 @@ def test_an_interrupted_stage_resumes_without_fetching_the_verified_chunks_again
 KILLED_STAGER = """
 import json, mmap, sys, time
 from pathlib import Path
-import llmfleet.weights.engine as weights
-from llmfleet.weights.store import FsStore
+import llmfleet.weights.hashed_copy as weights
+from llmfleet.weights.fs_store import FsStore
+from llmfleet.weights.staging import stage
 
 root, target = Path(sys.argv[1]), Path(sys.argv[2])
 chunk, stuck_at, reads = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -230,7 +231,7 @@ def pwrite_all(fd, data, offset):
     real_pwrite_all(fd, data, offset)
 
 weights._pwrite_all = pwrite_all
-weights.stage(FsStore(root), "m", "rev1", target, workers=4, chunk=chunk, reads=reads)
+stage(FsStore(root), "m", "rev1", target, workers=4, chunk=chunk, reads=reads)
 """
 MIB = 1024**2
 
@@ -241,7 +242,7 @@ def test_a_stage_killed_with_sigkill_mid_copy_resumes_from_its_last_hashed_chunk
     import subprocess
     import sys
 
-    from llmfleet.weights.engine import read_mark
+    from llmfleet.weights.hashed_copy import read_mark
 
     mode = expected_reads(store_filesystem)
     chunk, stuck_at = 256 * 1024, 13 * 256 * 1024  # 24 chunks; killed writing the 14th
@@ -436,17 +437,19 @@ def test_auto_reads_a_local_disk_sequentially_a_network_mount_in_parallel_and_ei
 
 
 def test_the_mount_is_looked_up_where_the_revision_is_not_at_the_store_root(store, monkeypatch):
-    import llmfleet.weights.store
+    import llmfleet.weights.fs_store
 
     asked: list[Path] = []
-    monkeypatch.setattr(llmfleet.weights.store, "filesystem_type", lambda path: asked.append(path) or "nfs4")
+    monkeypatch.setattr(
+        llmfleet.weights.fs_store, "filesystem_type", lambda path: asked.append(path) or "nfs4"
+    )
     assert not store.local("m", "rev1") and asked == [store.root / "m" / "rev1"]
 
 
 def test_sequential_reads_are_refused_for_a_store_that_cannot_be_mapped_and_bad_modes_named(
     tmp_path, store_filesystem
 ):
-    from llmfleet.weights.store import S3Store
+    from llmfleet.weights.s3_store import S3Store
 
     s3 = S3Store("bucket", "fleet", client=object())  # never called: the mode is checked first
     with pytest.raises(WeightsError, match=r"s3://bucket/fleet cannot be mapped.*--reads parallel or auto"):
@@ -476,16 +479,16 @@ def test_a_stage_in_the_other_read_mode_resumes_an_interrupted_one_without_fetch
 
 def fail_write_at(monkeypatch, offset: int, exc: OSError) -> None:
     """Make the staged copy's write of the chunk at ``offset`` fail (in either read mode)."""
-    import llmfleet.weights.engine
+    import llmfleet.weights.hashed_copy
 
-    real = llmfleet.weights.engine._pwrite_all
+    real = llmfleet.weights.hashed_copy._pwrite_all
 
     def failing(fd, data, off):
         if off == offset and len(data) == CHUNK:
             raise exc
         real(fd, data, off)
 
-    monkeypatch.setattr(llmfleet.weights.engine, "_pwrite_all", failing)
+    monkeypatch.setattr(llmfleet.weights.hashed_copy, "_pwrite_all", failing)
 
 
 def test_an_interrupted_sequential_stage_resumes_from_its_hashed_prefix(store, tmp_path, monkeypatch):
@@ -517,8 +520,8 @@ def test_a_mapped_page_that_cannot_be_read_is_a_weights_error_naming_the_file(st
 
 
 def test_a_store_file_rewritten_in_place_while_staged_is_refused(store, tmp_path):
-    from llmfleet.weights.engine import copy_mapped
-    from llmfleet.weights.store import MappedFile
+    from llmfleet.weights.fs_store import MappedFile
+    from llmfleet.weights.hashed_copy import copy_mapped
 
     big = store.root / "m" / "rev1" / "sub" / "big.bin"
 
@@ -534,8 +537,8 @@ def test_a_store_file_rewritten_in_place_while_staged_is_refused(store, tmp_path
 def test_a_failed_sequential_copy_keeps_only_its_hashed_prefix_for_the_resume(store, tmp_path):
     import hashlib as h
 
-    from llmfleet.weights.engine import copy_mapped, read_mark
-    from llmfleet.weights.store import MappedFile
+    from llmfleet.weights.fs_store import MappedFile
+    from llmfleet.weights.hashed_copy import copy_mapped, read_mark
 
     part = tmp_path / "big.bin.part"
     seen: list[int] = []
@@ -568,7 +571,7 @@ def test_a_store_file_shorter_than_its_manifest_is_named_and_nothing_staged(stor
 
 
 def test_the_mount_of_a_path_is_the_longest_mount_point_above_it(tmp_path):
-    from llmfleet.weights.store import Mount, mount_of
+    from llmfleet.weights.mounts import Mount, mount_of
 
     mounts = tmp_path / "mounts"
     mounts.write_text(

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from llmfleet.catalog.models import load_catalog, revision_id
-from llmfleet.cliargs import EXIT_OK, add_command, non_negative_float, positive_float, positive_int
+from llmfleet.catalog.models import ModelEntry, load_catalog, revision_id
+from llmfleet.cliargs import EXIT_OK, add_command, add_group, non_negative_float, positive_float, positive_int
 from llmfleet.deploy.registry import DEFAULT_REGISTRY_DIR, load_all
 from llmfleet.errors import WeightsError
-from llmfleet.weights.engine import READS
+from llmfleet.weights.staging import READS
+
+STORE_HELP = "model store: a directory, file:///path or s3://bucket/prefix"
 
 
 def _weights_revision(args: argparse.Namespace) -> str:
@@ -28,7 +29,7 @@ def _weights_revision(args: argparse.Namespace) -> str:
 
 
 def cmd_weights_import(args: argparse.Namespace) -> int:
-    from llmfleet.weights.engine import import_model
+    from llmfleet.weights.importer import import_model
 
     entry = load_catalog(args.catalog).get(args.model)
     outcome = import_model(
@@ -41,31 +42,47 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_publish(args: argparse.Namespace) -> int:
-    from llmfleet.weights.engine import publish, stage
+    from llmfleet.weights.publishing import publish
+    from llmfleet.weights.staging import stage
     from llmfleet.weights.store import open_store
 
     revision = _weights_revision(args)
+    # Under the catalog's revision the folder must be the catalog's bytes (publish.catalog_pins); any
+    # other --revision is a local build, published as it is.
+    catalog = _catalog_entry(args, revision)
     target = open_store(args.store)
     if args.from_store is not None:
         # Store to store: stage the source revision into a scratch copy (verified), then publish that.
         import tempfile
 
+        source = open_store(args.from_store)
         with tempfile.TemporaryDirectory(prefix="llmfleet-publish.", dir=args.scratch_dir) as tmp:
             copy = Path(tmp) / revision
-            stage(open_store(args.from_store), args.model, revision, copy, workers=args.workers)
+            stage(source, args.model, revision, copy, workers=args.workers)
             outcome = publish(
-                target, args.model, revision, copy, lock_wait=args.lock_wait, progress=args.progress
-            )
+                target, args.model, revision, copy, lock_wait=args.lock_wait, progress=args.progress,
+                catalog=catalog, shown=f"--from-store {source.location(args.model, revision)}",
+            )  # fmt: skip
     else:
         outcome = publish(
-            target, args.model, revision, args.from_dir, lock_wait=args.lock_wait, progress=args.progress
-        )
+            target, args.model, revision, args.from_dir, lock_wait=args.lock_wait, progress=args.progress,
+            catalog=catalog,
+        )  # fmt: skip
     print(outcome.as_json())
     return EXIT_OK
 
 
+def _catalog_entry(args: argparse.Namespace, revision: str) -> ModelEntry | None:
+    """The model's catalog entry when ``revision`` is its catalog revision; None for a local build."""
+    catalog = load_catalog(args.catalog)
+    if not getattr(args, "revision", None):
+        return catalog.get(args.model)
+    entry = catalog.models.get(args.model)
+    return entry if entry is not None and revision_id(entry) == revision else None
+
+
 def cmd_weights_stage(args: argparse.Namespace) -> int:
-    from llmfleet.weights.engine import stage
+    from llmfleet.weights.staging import stage
     from llmfleet.weights.store import open_store
 
     revision = _weights_revision(args)
@@ -78,7 +95,7 @@ def cmd_weights_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_gc(args: argparse.Namespace) -> int:
-    from llmfleet.weights.engine import gc
+    from llmfleet.weights.staged import gc
 
     served = [Path(dep.weights_path) for dep in load_all(args.registry) if dep.model == args.model]
     print(gc(args.serving_root, args.model, args.keep, served).as_json())
@@ -86,7 +103,7 @@ def cmd_weights_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
-    from llmfleet.weights.engine import verify
+    from llmfleet.weights.staged import verify
 
     deployed = {dep.model: dep for dep in load_all(args.registry)}
     if args.path is not None:
@@ -108,15 +125,12 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``weights`` and its actions to the ``llmfleet`` subcommands."""
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str, parent=sub):  # type: ignore[no-untyped-def]
-        return add_command(parent, name, func, help_text)
-
-    weights = sub.add_parser("weights", help="import, publish, stage, verify and gc model weights")
-    weights_sub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    store_help = "model store: a directory, file:///path or s3://bucket/prefix"
-    p = add("import", cmd_weights_import, "fetch, check and convert a model into the store", weights_sub)
+    weights_sub = add_group(sub, "weights", "import, publish, stage, verify and gc model weights")
+    p = add_command(
+        weights_sub, "import", cmd_weights_import, "fetch, check and convert a model into the store"
+    )
     p.add_argument("model")
-    p.add_argument("--store", required=True, help=store_help)
+    p.add_argument("--store", required=True, help=STORE_HELP)
     p.add_argument("--converter-python", default=sys.executable, help="python with torch, transformers, gguf")
     p.add_argument("--pip-python", default=sys.executable, help="python whose pip downloads packages")
     p.add_argument(
@@ -134,8 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=4.0,
         help="record none for weights larger than this (GiB)",
     )
-    p = add(
-        "publish", cmd_weights_publish, "publish a model directory into a store, manifest last", weights_sub
+    p = add_command(
+        weights_sub, "publish", cmd_weights_publish, "publish a model directory into a store, manifest last"
     )
     p.add_argument("model")
     src = p.add_mutually_exclusive_group(required=True)
@@ -143,7 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--from", dest="from_dir", type=Path, help="a model directory (its manifest.json is checked)"
     )
     src.add_argument("--from-store", help="another store holding MODEL at REVISION")
-    p.add_argument("--store", required=True, help=store_help)
+    p.add_argument("--store", required=True, help=STORE_HELP)
     p.add_argument("--revision", help="revision name (default: the catalog's revision of MODEL)")
     p.add_argument(
         "--lock-wait", type=non_negative_float, default=0.0, help="seconds to wait for another writer"
@@ -151,9 +165,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--workers", type=positive_int, default=8, help="parallel reads with --from-store")
     p.add_argument("--scratch-dir", default=None, help="where --from-store builds its copy (default: TMPDIR)")
     p.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
-    p = add("stage", cmd_weights_stage, "copy the store copy to the serving directory, verified", weights_sub)
+    p = add_command(
+        weights_sub, "stage", cmd_weights_stage, "copy the store copy to the serving directory, verified"
+    )
     p.add_argument("model")
-    p.add_argument("--store", required=True, help=store_help)
+    p.add_argument("--store", required=True, help=STORE_HELP)
     p.add_argument("--serving-root", type=Path, required=True, help="local NVMe directory or /dev/shm/...")
     p.add_argument("--revision", help="revision name (default: the catalog's revision of MODEL)")
     p.add_argument(
@@ -166,14 +182,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--full-verify", action="store_true", help="re-hash an already staged copy")
     p.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
-    p = add("gc", cmd_weights_gc, "remove old staged revisions; never the one serving", weights_sub)
+    p = add_command(weights_sub, "gc", cmd_weights_gc, "remove old staged revisions; never the one serving")
     p.add_argument("model")
     p.add_argument("--serving-root", type=Path, required=True)
     p.add_argument(
         "--keep", type=positive_int, default=2, help="newest staged revisions to keep (at least 1)"
     )
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
-    p = add("verify", cmd_weights_verify, "re-hash the staged copy being served", weights_sub)
+    p = add_command(weights_sub, "verify", cmd_weights_verify, "re-hash the staged copy being served")
     p.add_argument("model")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
     p.add_argument("--path", type=Path, default=None, help="verify this directory instead")

@@ -458,12 +458,14 @@ def check(
     golden = load(golden_file)
     if golden is None:
         return Verdict(status="skipped", detail=f"no {golden_file}: no golden output was recorded")
-    manifest_file = golden_file.with_name("manifest.json")
+    from llmfleet.weights.manifest import MANIFEST, read_manifest
+
+    manifest_file = golden_file.with_name(MANIFEST)
     try:
-        manifest = json.loads(manifest_file.read_text())
-    except (OSError, ValueError):
+        manifest = read_manifest(golden_file.parent)
+    except (OSError, WeightsError):
         manifest = None
-    if not isinstance(manifest, dict) or weights_digest(manifest) != golden.weights_sha256:
+    if manifest is None or weights_digest(manifest) != golden.weights_sha256:
         verdict = Verdict(
             status="mismatch", kind=golden.output.kind,
             detail=f"{golden_file} was recorded from other weights than {manifest_file} lists",
@@ -489,7 +491,7 @@ def enforce(verdict: Verdict, mode: Mode) -> None:
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """The gate's verdict, kept for people and tests (the gate's own output is not shown on success)."""
-    from llmfleet.weights.store import write_atomic
+    from llmfleet.weights.manifest import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     checked = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 MODEL = "all-minilm-l6-v2"
-REVISION = "b9a0018dff09"  # the catalog's revision of the model (its wheel's sha256, first 12)
+REVISION = "synthetic-1"  # a local build (converge.yml publishes it with --revision), not the catalog's
 STORE = f"/var/lib/llmfleet/store/{MODEL}/{REVISION}"
 SERVING = f"/var/lib/llmfleet/serving/{MODEL}"
 STAGED = f"{SERVING}/{REVISION}"
