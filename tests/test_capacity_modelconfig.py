@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.capacity.modelconfig import load_model, parse_config, safetensors_header_bytes
-from llmfleet.capacity.params import checkpoint_weight_bytes, parameter_count
+from llmfleet.capacity import kv
+from llmfleet.capacity.modelconfig import from_catalog, load_model, parse_config, safetensors_header_bytes
+from llmfleet.capacity.params import checkpoint_weight_bytes, model_weight_bytes, parameter_count
+from llmfleet.catalog.models import DTYPE_BYTES
 from llmfleet.errors import CapacityError
 
 CONFIGS = Path(__file__).parent / "data" / "hf-configs"
@@ -238,3 +240,32 @@ def test_the_default_name_comes_from_the_model_not_from_whatever_folder_holds_th
     snapshot = tmp_path / "models--meta-llama--Llama-3.1-8B" / "snapshots" / "0e9e39f2" / "config.json"
     assert default_name(snapshot) == "llama-3.1-8b"
     assert default_name(tmp_path / "configs" / "Mixtral-8x7B.json") == "mixtral-8x7b"
+
+
+@pytest.mark.parametrize(
+    ("model", "config"),
+    [
+        ("smollm2-135m-instruct", "HuggingFaceTB--SmolLM2-135M-Instruct"),
+        ("all-minilm-l6-v2", "sentence-transformers--all-MiniLM-L6-v2"),
+    ],
+)
+def test_a_catalog_architecture_gives_the_figures_of_its_config_json(catalog, model, config):
+    # The host planner builds its ModelArch from the catalog (from_catalog); for every catalog model the
+    # KV bytes per token and the weight bytes must be those of the model's own config.json.
+    entry = catalog.get(model)
+    dtype = entry.serving.dtype
+    mine = from_catalog(entry.architecture, dtype, model)
+    real, _ = load_model(CONFIGS / config)
+    real = real.model_copy(update={"dtype": dtype})
+    b = DTYPE_BYTES[dtype]
+    assert kv.kv_bytes_per_token(mine, b) == kv.kv_bytes_per_token(real, b)
+    assert model_weight_bytes(mine, mine.quantization, dtype) == model_weight_bytes(
+        real, real.quantization, dtype
+    )
+    assert mine.kind == real.kind and mine.intermediate_size == real.intermediate_size
+
+
+def test_a_catalog_family_the_planner_does_not_know_is_refused_by_name(catalog):
+    arch = catalog.get("smollm2-135m-instruct").architecture.model_copy(update={"family": "mamba"})
+    with pytest.raises(CapacityError, match="family 'mamba' is unknown"):
+        from_catalog(arch, "bfloat16")

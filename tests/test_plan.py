@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from llmfleet.deploy.cpuhost import Held, held_on_host, weights_bytes
 from llmfleet.deploy.plan import (
     DeploymentSettings,
     kv_bytes_per_token,
@@ -16,10 +17,11 @@ from llmfleet.deploy.plan import (
     plan_model,
 )
 from llmfleet.errors import PlanError
-from llmfleet.hosts.cpusets import cpu_list, split_cpus
+from llmfleet.hosts.cpusets import format_cpulist, split_cpus
 from llmfleet.hosts.facts import HostFacts
 
 MODEL = "smollm2-135m-instruct"
+EMBED = "all-minilm-l6-v2"
 GIB = 1024**3
 
 
@@ -141,9 +143,10 @@ def test_more_instances_than_cpus_is_refused_with_the_fix():
 
 
 def test_cpu_list_format():
-    assert cpu_list([0, 1, 2, 5]) == "0-2,5"
-    assert cpu_list([3]) == "3"
-    assert cpu_list([7, 0, 1, 9, 8]) == "0-1,7-9"
+    assert format_cpulist([0, 1, 2, 5]) == "0-2,5"
+    assert format_cpulist([3]) == "3"
+    assert format_cpulist([7, 0, 1, 9, 8]) == "0-1,7-9"
+    assert format_cpulist([]) == ""
 
 
 def test_ports_unique_on_a_host_and_stable_across_redeploys(catalog, cpu_host):
@@ -226,3 +229,95 @@ def test_rolling_when_asked_even_with_room_and_fewer_instances_retire_the_rest(c
     assert rolled.update and rolled.update.strategy == "rolling"
     assert [i.name for i in rolled.instances] == [f"{MODEL}-0", f"{MODEL}-1"]
     assert [r.name for r in rolled.update.retire] == [f"{MODEL}-2"]
+
+
+def test_an_embedding_model_on_a_cpu_host_keeps_no_kv_cache(catalog, cpu_host):
+    # Encoder-only: vLLM's pooling runner keeps no KV cache (the capacity planner's formula says 0).
+    plan = plan_model(EMBED, catalog.get(EMBED), cpu_host, DeploymentSettings(profile="cpu"))
+    (inst,) = plan.instances
+    assert (inst.kv_cache.bytes_per_token, inst.kv_cache.tokens) == (0, 0)
+    assert inst.argv[inst.argv.index("--runner") + 1] == "pooling"
+
+
+def test_weights_come_from_the_parameter_count(catalog):
+    # capacity/params on the catalog's architecture: SmolLM2's own config.json gives the same bytes.
+    entry = catalog.get(MODEL)
+    assert weights_bytes(entry.architecture, "bfloat16") == 269_030_016
+
+
+# The host is the unit of the memory budget and of the CPU sets: what other models deployed on it hold
+# (held_on_host of the registry's other records) counts against this model's plan.
+
+
+def _small_host(cpus: int = 4) -> HostFacts:
+    # 4 GiB: a budget of 3.2 GiB at the default memory_budget_fraction of 0.8.
+    return HostFacts(hostname="small", cpus=list(range(cpus)), memory_bytes=4 * GIB, gpu_count=0)
+
+
+def test_two_models_over_the_host_budget_are_refused_with_the_setting_to_change(catalog):
+    host = _small_host()
+    chat = plan_model(MODEL, catalog.get(MODEL), host, DeploymentSettings(profile="cpu", cpus_per_instance=2))
+    held = held_on_host([chat], catalog, except_model=EMBED)
+    assert held.models == [MODEL] and held.cpus == [0, 1]
+    assert held.memory_bytes == weights_bytes(catalog.get(MODEL).architecture, "bfloat16") + GIB
+    replicas = DeploymentSettings(profile="cpu", instances=2)
+    # Each fits alone: the chat model's 1.3 GiB, the two replicas' 2.2 GiB; together 3.4 GiB > 3.2 GiB.
+    plan_model(EMBED, catalog.get(EMBED), host, replicas)
+    with pytest.raises(PlanError) as refused:
+        plan_model(EMBED, catalog.get(EMBED), host, replicas, held=held)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert (
+        "2 instance(s) of all-minilm-l6-v2 need 2.2 GiB (weights + KV cache) and the other models on small "
+        "(smollm2-135m-instruct) hold 1.3 GiB: 3.4 GiB in all, over the host's budget of 3.2 GiB"
+    ) in message
+    assert message.endswith("or raise deployment_plan_memory_budget_fraction")
+    roomier = replicas.model_copy(update={"memory_budget_fraction": 0.9})
+    assert len(plan_model(EMBED, catalog.get(EMBED), host, roomier, held=held).instances) == 2
+
+
+def test_cpu_sets_are_disjoint_across_the_models_of_a_host(catalog):
+    host = HostFacts(hostname="n", cpus=list(range(8)), memory_bytes=24 * GIB, gpu_count=0)
+    chat = plan_model(MODEL, catalog.get(MODEL), host, DeploymentSettings(profile="cpu", cpus_per_instance=4))
+    assert [i.cpus for i in chat.instances] == [[0, 1, 2, 3]]
+    held = held_on_host([chat], catalog, except_model=EMBED)
+    emb = plan_model(
+        EMBED, catalog.get(EMBED), host, DeploymentSettings(profile="cpu", instances=2), held=held
+    )
+    assert [i.cpus for i in emb.instances] == [[4, 5], [6, 7]]
+    assert [i.env["VLLM_CPU_OMP_THREADS_BIND"] for i in emb.instances] == ["4-5", "6-7"]
+
+
+def test_cpus_other_models_hold_are_shared_only_when_a_setting_says_so(catalog, cpu_host):
+    # The local inventory: the chat instance on both cores of a 2-core host, then two embedding replicas.
+    chat = plan_model(MODEL, catalog.get(MODEL), cpu_host, DeploymentSettings(profile="cpu"))
+    held = held_on_host([chat], catalog, except_model=EMBED)
+    replicas = DeploymentSettings(profile="cpu", instances=2)
+    with pytest.raises(PlanError, match=r"hold 0-1\. Set deployment_plan_share_cpus to true to share them"):
+        plan_model(EMBED, catalog.get(EMBED), cpu_host, replicas, held=held)
+    shared = replicas.model_copy(update={"share_cpus": True})
+    emb = plan_model(EMBED, catalog.get(EMBED), cpu_host, shared, held=held)
+    assert [i.cpus for i in emb.instances] == [[0], [1]]
+
+
+def test_shared_cpus_take_the_free_ones_first(catalog):
+    host = HostFacts(hostname="n", cpus=list(range(4)), memory_bytes=24 * GIB, gpu_count=0)
+    held = Held(cpus=[0, 1, 2], models=["other"])
+    shared = DeploymentSettings(profile="cpu", instances=2, cpus_per_instance=1, share_cpus=True)
+    plan = plan_model(EMBED, catalog.get(EMBED), host, shared, held=held)
+    assert [i.cpus for i in plan.instances] == [[0], [3]]
+
+
+def test_a_redeploy_does_not_count_its_own_deployed_plan(catalog):
+    # Two instances take 2.5 GiB of the 3.2 GiB budget: counted twice they would not fit.
+    host = _small_host()
+    settings = DeploymentSettings(profile="cpu", instances=2)
+    first = plan_model(MODEL, catalog.get(MODEL), host, settings)
+    other = plan_model(EMBED, catalog.get(EMBED), _host(24), DeploymentSettings(profile="cpu"))
+    # The registry holds both records; this model's own is left out, the other model's counted.
+    assert held_on_host([first, other], catalog, except_model=MODEL).models == [EMBED]
+    held = held_on_host([first], catalog, except_model=MODEL)
+    assert held == Held()
+    again = plan_model(MODEL, catalog.get(MODEL), host, settings, previous=first, held=held)
+    assert again.update and again.update.strategy == "unchanged"
+    assert again.instances == first.instances

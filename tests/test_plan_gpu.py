@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
 from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, plan_capacity
 from llmfleet.capacity.modelconfig import load_model
+from llmfleet.capacity.placement import RenderedInstance
 from llmfleet.capacity.render import render_inventory
 from llmfleet.catalog.gpus import load_gpu_catalog
-from llmfleet.deploy.plan import CapacityInstance, DeploymentSettings, plan_model
+from llmfleet.deploy.plan import DeploymentSettings, plan_model
 from llmfleet.errors import PlanError
 from llmfleet.hosts.facts import HostFacts
 
@@ -51,7 +53,7 @@ def gpu_settings(host_vars: dict, **extra) -> DeploymentSettings:
     return DeploymentSettings(
         profile="gpu",
         capacity_instances=[
-            CapacityInstance.model_validate(i) for i in host_vars["llmfleet_capacity_instances"]
+            RenderedInstance.model_validate(i) for i in host_vars["llmfleet_capacity_instances"]
         ],
         gpu_memory_utilization_by_gpu={
             int(g): u for g, u in host_vars["llmfleet_capacity_gpu_memory_utilization_by_gpu"].items()
@@ -219,3 +221,11 @@ def test_only_instances_that_keep_their_gpus_and_share_count_as_holding_their_me
     second = plan_model(CHAT, catalog.get(CHAT), HOST, gpu_settings(host_vars), previous=past)
     assert second.update and second.update.strategy == "rolling"
     assert second.update.running == [f"{CHAT}-1"]
+
+
+def test_a_capacity_instance_field_the_host_planner_does_not_know_is_refused(host_vars):
+    # One schema (RenderedInstance) for what render writes and what the host planner reads: a field
+    # one side adds is an error, not silently dropped.
+    instance = {**host_vars["llmfleet_capacity_instances"][0], "new_knob": 1}
+    with pytest.raises(pydantic.ValidationError, match="new_knob"):
+        DeploymentSettings(profile="gpu", capacity_instances=[instance])

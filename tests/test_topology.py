@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from llmfleet.catalog.gpus import load_gpu_catalog
+from llmfleet.hosts.cpusets import format_cpulist, parse_cpulist
 from llmfleet.hosts.topology import (
     TopologyError,
     build_topology,
-    format_cpulist,
     gather,
-    parse_cpulist,
     parse_cuda_version,
     parse_query_csv,
     parse_topo_matrix,

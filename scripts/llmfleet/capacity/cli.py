@@ -14,6 +14,7 @@ from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, Reserve,
 from llmfleet.capacity.modelconfig import load_model
 from llmfleet.capacity.render import plan_json, plan_table, render_inventory, write_inventory
 from llmfleet.catalog.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
+from llmfleet.cliargs import add_group
 from llmfleet.errors import CapacityError, CapacityRefusal
 
 
@@ -141,8 +142,7 @@ def _add_plan_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``capacity plan`` and ``capacity render`` to the ``llmfleet`` subparsers."""
-    capacity = sub.add_parser("capacity", help="GPU capacity planner: TP x PP, KV cache, replicas, inventory")
-    capacity_sub = capacity.add_subparsers(dest="capacity_command", required=True, metavar="ACTION")
+    capacity_sub = add_group(sub, "capacity", "GPU capacity planner: TP x PP, KV cache, replicas, inventory")
     text = "prove a model fits GPUs before launch; rank every TP x PP (table, or --json)"
     p = capacity_sub.add_parser("plan", help=text, description=text)
     _add_plan_arguments(p)

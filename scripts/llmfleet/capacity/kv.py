@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from llmfleet.capacity.modelconfig import DTYPE_BYTES, ModelArch, Quantization
+from llmfleet.capacity.modelconfig import ModelArch, Quantization
 from llmfleet.capacity.params import padded_vocab, pp_partition
+from llmfleet.catalog.models import DTYPE_BYTES
 
 # vLLM's CacheConfig.DEFAULT_BLOCK_SIZE. Some attention backends pick another (FlashMLA: 64); pass
 # --block-size to plan for that.

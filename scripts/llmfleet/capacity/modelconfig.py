@@ -23,9 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmfleet.catalog.models import DTYPE_BYTES, Architecture
 from llmfleet.errors import CapacityError
-
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
 @dataclass(frozen=True)
@@ -395,3 +394,54 @@ def load_model(path: Path | str) -> tuple[ModelArch, ModelSource]:
     arch = parse_config(_read_json(config, "config.json"), config)
     total, origin = checkpoint_bytes(config.parent)
     return arch, ModelSource(config_path=str(config), checkpoint_bytes=total, checkpoint_bytes_from=origin)
+
+
+def from_catalog(arch: Architecture, dtype: str, name: str | None = None) -> ModelArch:
+    """The :class:`ModelArch` of a catalog entry's ``architecture`` served in ``dtype``, so the host
+    planner's KV cache and weight figures come from the same arithmetic (kv, params) as the GPU planner's.
+
+    The catalog keeps the fields it checks against config.json at import; the rest follow from its
+    family (:data:`FAMILIES`: encoder or decoder, qkv bias, q/k norms, gated or plain MLP) and these
+    rules, checked against the catalog models' own config.json in tests/test_capacity_modelconfig.py:
+    ``intermediate_size`` is the llama ratio ``hidden_size * 8 // 3`` for a gated MLP and ``4 *
+    hidden_size`` for a plain (BERT) one; the word embeddings are tied; an encoder has BERT's 512
+    position rows and 2 token types. A decoder's ``max_position_embeddings`` is not in the catalog and
+    neither the KV nor the weight figure uses it: it is left unbounded (2**20).
+    """
+    family = FAMILIES.get(arch.family)
+    if family is None:
+        raise CapacityError(
+            f"catalog architecture family {arch.family!r} is unknown to the capacity planner (it knows: "
+            f"{', '.join(sorted(FAMILIES))}); add it to FAMILIES in llmfleet/capacity/modelconfig.py"
+        )
+    if family.moe != "none" or family.mla:
+        raise CapacityError(
+            f"catalog architecture family {arch.family!r} is mixture-of-experts or MLA: the catalog's "
+            "architecture fields do not describe it; plan it from its config.json (llmfleet capacity plan)"
+        )
+    h = arch.hidden_size
+    encoder = family.kind == "encoder"
+    max_pos = 512 if encoder else 2**20
+    return ModelArch(
+        name=name or arch.family,
+        model_type=arch.family,
+        architecture=arch.family,
+        kind=family.kind,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        head_dim=arch.head_dim,
+        head_dim_from="config",
+        hidden_size=h,
+        intermediate_size=4 * h if family.mlp == "plain" else h * 8 // 3,
+        vocab_size=arch.vocab_size,
+        max_position_embeddings=max_pos,
+        tie_word_embeddings=True,
+        dtype=dtype,
+        quantization=Quantization(),
+        qkv_bias=family.qkv_bias,
+        qk_norm=family.qk_norm,
+        supports_pp=family.supports_pp,
+        mlp=family.mlp,
+        extra_embedding_rows=max_pos + 2 if encoder else 0,
+    )

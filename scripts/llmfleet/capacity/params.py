@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmfleet.capacity.modelconfig import DTYPE_BYTES, ModelArch, Quantization
+from llmfleet.capacity.modelconfig import ModelArch, Quantization
+from llmfleet.catalog.models import DTYPE_BYTES
 
 VOCAB_PADDING = 64
 

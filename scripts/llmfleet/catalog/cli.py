@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from llmfleet.catalog.models import load_catalog
-from llmfleet.cliargs import EXIT_OK, add_command, dump_json
+from llmfleet.cliargs import EXIT_OK, add_command, add_group, dump_json
 
 
 def cmd_catalog_check(args: argparse.Namespace) -> int:
@@ -35,13 +34,11 @@ def cmd_catalog_show(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``catalog`` and its actions to the ``llmfleet`` subcommands."""
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str, parent=sub):  # type: ignore[no-untyped-def]
-        return add_command(parent, name, func, help_text)
-
-    catalog = sub.add_parser("catalog", help="validate and list the model catalog")
-    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
-    add("check", cmd_catalog_check, "validate the catalog; errors name the model and field", catalog_sub)
-    p = add("list", cmd_catalog_list, "list the models (* marks the default)", catalog_sub)
+    catalog_sub = add_group(sub, "catalog", "validate and list the model catalog")
+    add_command(
+        catalog_sub, "check", cmd_catalog_check, "validate the catalog; errors name the model and field"
+    )
+    p = add_command(catalog_sub, "list", cmd_catalog_list, "list the models (* marks the default)")
     p.add_argument("--json", action="store_true")
-    p = add("show", cmd_catalog_show, "print one model's entry as JSON", catalog_sub)
+    p = add_command(catalog_sub, "show", cmd_catalog_show, "print one model's entry as JSON")
     p.add_argument("model")

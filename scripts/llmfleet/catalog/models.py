@@ -7,17 +7,26 @@ an operator can fix a typo without reading this code.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llmfleet.errors import CatalogError, UnknownModelError, yaml_problem
+from llmfleet.documents import parse_document
+from llmfleet.errors import CatalogError, UnknownModelError
 from llmfleet.paths import REPO_ROOT
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
-MODEL_NAME = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")]
+# The one rule for a model's name: it names the catalog entry, the served model, the staged directory, the
+# instances (<name>-<n>) and, in the gateway, an HAProxy backend and map keys. Lower-case letters, digits,
+# '.' and '-' (nothing HAProxy's config parser or a map file would interpret), at most 63 characters.
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,62}$"
+MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+MODEL_NAME = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+MODEL_NAME_RULE = (
+    "lower-case letters, digits, '.' and '-', starting with a letter or digit, at most 63 characters"
+)
 
 
 class _Strict(BaseModel):
@@ -96,6 +105,7 @@ class Architecture(_Strict):
         return self
 
 
+# Bytes of one element of each weight dtype the catalog and the capacity planner know.
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 # Seed 002's rule. vLLM arguments that change what the model outputs are fixed per model: the catalog's
@@ -211,29 +221,17 @@ def default_catalog_path() -> Path:
 _SOURCE_KINDS = ("pypi_gguf", "pypi_snapshot", "huggingface", "s3")
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: {err.error_count()} problem(s):"]
-    for item in err.errors():
-        # Discriminated unions add the tag ("pypi_gguf") to the location; it is noise for a reader.
-        loc = ".".join(str(p) for p in item["loc"] if p not in _SOURCE_KINDS)
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            msg = "unknown field (misspelt? see catalog/README.md for the fields)"
-        lines.append(f"  {loc or '<top level>'}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_catalog(text: str, path: Path) -> Catalog:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{path}: expected a mapping with schema_version, default_model and models")
-    try:
-        return Catalog.model_validate(raw)
-    except ValidationError as exc:
-        raise CatalogError(_format_validation_error(path, exc)) from None
+    # Discriminated unions add the tag ("pypi_gguf") to an error's location; it is noise for a reader.
+    return parse_document(
+        Catalog,
+        text,
+        path,
+        CatalogError,
+        expected="schema_version, default_model and models",
+        fields_doc="catalog/README.md",
+        hidden=_SOURCE_KINDS,
+    )
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from llmfleet.catalog.models import load_catalog
 from llmfleet.cliargs import EXIT_OK, UsageError, add_command, dump_json, json_flag, positive_float
+from llmfleet.deploy.cpuhost import held_on_host
 from llmfleet.deploy.plan import DeploymentSettings, plan_model
-from llmfleet.deploy.registry import DEFAULT_REGISTRY_DIR, deployed_plan, ports_held
+from llmfleet.deploy.registry import DEFAULT_REGISTRY_DIR, deployed_plan, load_all, ports_held
 from llmfleet.hosts.facts import HostFacts
 
 
@@ -25,10 +25,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from llmfleet.hosts.facts import gather
 
         host = gather()[0]
-    # The deployed plan carries this model's own ports; ports_held adds the ones other models hold.
+    # The deployed plan carries this model's own ports; ports_held adds the ones other models hold, and
+    # held_on_host their memory and CPU sets, which this model's plan must leave them (one host budget).
     taken, _ = ports_held(args.registry, args.model)
     previous = deployed_plan(args.registry, args.model)
-    plan = plan_model(args.model, entry, host, settings, ports_taken=taken, previous=previous)
+    held = held_on_host([dep.plan for dep in load_all(args.registry)], catalog, except_model=args.model)
+    plan = plan_model(args.model, entry, host, settings, ports_taken=taken, previous=previous, held=held)
     dump_json(plan.model_dump(mode="json"))
     return EXIT_OK
 
@@ -102,10 +104,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``plan``, ``ready`` and ``status`` to the ``llmfleet`` subcommands."""
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str, parent=sub):  # type: ignore[no-untyped-def]
-        return add_command(parent, name, func, help_text)
-
-    p = add(
+    p = add_command(
+        sub,
         "plan",
         cmd_plan,
         "plan one model's instances on this host; prints the plan as JSON. With --config instead of "
@@ -116,7 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--host-facts-json", help="HostFacts as JSON (default: gather from this host)")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
 
-    p = add(
+    p = add_command(
+        sub,
         "ready",
         cmd_ready,
         "wait until an instance lists the model, generates a token and serves every request shape",
@@ -144,6 +145,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--golden-report", type=Path, default=None, help="write the golden verdict here as JSON")
 
-    p = add("status", cmd_status, "what is deployed on this host and whether it answers")
+    p = add_command(sub, "status", cmd_status, "what is deployed on this host and whether it answers")
     p.add_argument("--json", action="store_true")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)

@@ -7,52 +7,26 @@ the ports other models already hold), so the same input always gives the same pl
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmfleet.catalog.models import (
-    DTYPE_BYTES,
-    Architecture,
-    ModelEntry,
-    fixed_args_in,
-    revision_id,
-)
+from llmfleet.capacity import kv
+from llmfleet.capacity.modelconfig import from_catalog
+from llmfleet.capacity.placement import RenderedInstance
+from llmfleet.catalog.models import DTYPE_BYTES, Architecture, ModelEntry, fixed_args_in, revision_id
+from llmfleet.deploy.cpuhost import Held, check_memory, cpu_sets, instance_bytes, memory_budget
 from llmfleet.errors import PlanError
-from llmfleet.hosts.cpusets import cpu_list, split_cpus
+from llmfleet.hosts.cpusets import format_cpulist
 from llmfleet.hosts.facts import HostFacts
 
 GIB = 1024**3
-# vLLM allocates its KV cache in blocks of this many tokens; a partial block is not usable.
-VLLM_BLOCK_SIZE = 16
 # Blue-green on a GPU host starts the second copy beside the first on the same GPUs. vLLM refuses to start
 # when less than gpu_memory_utilization x total is free, and every process on a GPU also holds a CUDA
 # context outside any vLLM budget (a few hundred MiB), so the planned shares of both copies must leave
 # this much of each GPU over. An estimate, not a measurement: no GPU host was at hand to calibrate it.
 GPU_SHARE_HEADROOM = 0.02
-
-
-class CapacityInstance(BaseModel):
-    """One instance of the capacity plan on this host, as ``llmfleet capacity render`` writes it to
-    ``host_vars/<host>.yml`` (``llmfleet_capacity_instances``). Fields the host planner does not need
-    (tp, pp, cuda_visible_devices, ...) are ignored."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    name: str
-    model: str
-    task: Literal["chat", "embedding"]
-    port: int
-    gpus: list[int] = Field(min_length=1)
-    numa_node: int
-    cpus: list[int] = Field(default_factory=list)
-    gpu_memory_utilization: float = Field(gt=0, le=1)
-    max_model_len: int
-    dtype: str
-    expected_kv_cache_tokens: int = Field(ge=0)
-    # At the KV cache dtype, for the whole model (render writes it; 0 for encoder-only embedding models).
-    kv_cache_bytes_per_token: int | None = Field(default=None, ge=0)
-    vllm_args: list[str]
 
 
 class DeploymentSettings(BaseModel):
@@ -67,9 +41,16 @@ class DeploymentSettings(BaseModel):
     # vLLM reads VLLM_CPU_KVCACHE_SPACE as whole GiB.
     kv_cache_gib: int = Field(default=1, ge=1)
     max_num_seqs: int = Field(default=16, ge=1)
-    # Share of host memory that weights + KV caches of all instances may take; the rest is for the OS,
-    # the gateway and vLLM's own Python heap (about 1.5 GiB per CPU instance, measured).
+    # Share of host memory that weights + KV caches of all instances of all models on the host may take;
+    # the rest is for the OS, the gateway and vLLM's own Python heap (about 1.5 GiB per CPU instance,
+    # measured).
     memory_budget_fraction: float = Field(default=0.8, gt=0, le=1)
+    # cpu profile: CPUs each instance is pinned to; 0: the CPUs no other model holds, split between this
+    # model's instances.
+    cpus_per_instance: int = Field(default=0, ge=0)
+    # cpu profile: when the CPUs no other model on the host holds are too few, pin this model's instances
+    # to CPUs other models hold too (as many as needed, the free ones first) instead of refusing.
+    share_cpus: bool = False
     serving_root: str = "/var/lib/llmfleet/serving"
     vllm_python: str = "/opt/llmfleet/vllm-venv/bin/python"
     extra_args: list[str] = Field(default_factory=list)
@@ -79,7 +60,7 @@ class DeploymentSettings(BaseModel):
     update_strategy: Literal["auto", "rolling", "blue-green"] = "auto"
     # gpu profile: this host's instances from the rendered capacity inventory (every model's; the plan
     # takes the ones of the model it deploys), and the planned share of each GPU summed over all of them.
-    capacity_instances: list[CapacityInstance] = Field(default_factory=list)
+    capacity_instances: list[RenderedInstance] = Field(default_factory=list)
     gpu_memory_utilization_by_gpu: dict[int, float] = Field(default_factory=dict)
     # The address the gateway reaches instances at (default: listen_host). A GPU container listens on
     # 0.0.0.0; its URL names the node.
@@ -154,34 +135,24 @@ class ModelPlan(BaseModel):
 
 
 def kv_bytes_per_token(arch: Architecture, dtype: str) -> int:
-    """Bytes of KV cache one token takes in the whole model: a K and a V vector per KV head per layer.
-
-    Uses num_key_value_heads, not num_attention_heads: with grouped-query attention the KV heads are
-    fewer, and the attention-head formula over-counts by the group size (3x for SmolLM2).
-    """
-    return 2 * arch.num_hidden_layers * arch.num_key_value_heads * arch.head_dim * DTYPE_BYTES[dtype]
+    """Bytes of KV cache one token takes in the whole model, by the capacity planner's formula
+    (:func:`llmfleet.capacity.kv.kv_bytes_per_token`): a K and a V vector per KV head per layer (KV heads,
+    not attention heads: with grouped-query attention they are fewer); 0 for an encoder-only model, for
+    which vLLM keeps no KV cache."""
+    return kv.kv_bytes_per_token(from_catalog(arch, dtype), DTYPE_BYTES[dtype])
 
 
 def kv_cache(arch: Architecture, dtype: str, space_gib: int, max_model_len: int) -> KvCache:
     """The KV cache vLLM will allocate for ``space_gib``: tokens rounded down to whole blocks."""
     per_token = kv_bytes_per_token(arch, dtype)
     space = space_gib * GIB
-    tokens = (space // per_token) // VLLM_BLOCK_SIZE * VLLM_BLOCK_SIZE
+    tokens = (space // per_token) // kv.VLLM_BLOCK_SIZE * kv.VLLM_BLOCK_SIZE if per_token else 0
     return KvCache(
         bytes_per_token=per_token,
         space_bytes=space,
         tokens=tokens,
         max_concurrency_at_max_len=round(tokens / max_model_len, 2),
     )
-
-
-def weights_bytes(arch: Architecture, dtype: str) -> int:
-    """Approximate parameter bytes of a dense decoder (embeddings tied), for the memory check only."""
-    h, layers = arch.hidden_size, arch.num_hidden_layers
-    kv_dim = arch.num_key_value_heads * arch.head_dim
-    attn = h * h * 2 + h * kv_dim * 2  # q, o and k, v projections
-    mlp = 3 * h * (h * 8 // 3)  # gate, up, down at the llama ratio
-    return (arch.vocab_size * h + layers * (attn + mlp)) * DTYPE_BYTES[dtype]
 
 
 def pick_ports(count: int, base: int, taken: set[int], keep: list[int]) -> list[int]:
@@ -205,23 +176,26 @@ def plan_model(
     ports_taken: set[int] | None = None,
     previous_ports: list[int] | None = None,
     previous: ModelPlan | None = None,
+    held: Held | None = None,
 ) -> ModelPlan:
     """The model's plan on this host; with ``previous`` (what is deployed now), also how to replace it.
 
     Unchanged instances keep their names and ports, so a second deploy changes nothing. A changed plan
     is rolled in place (same names and ports, one instance at a time), or, blue-green, gets instances
     with new names and ports beside the old ones, which it lists to retire after the gateway switch.
+
+    ``held`` (CPU hosts; :func:`held_on_host` of the host's other deployments): the memory and CPUs other
+    models hold. The plan must fit the host's memory budget with them, and its CPU sets avoid theirs.
     """
     taken = set(ports_taken or set())
+    ask = _Ask(name, entry, host, settings, held or Held())
     if previous is None:
-        plan = _plan_instances(name, entry, host, settings, taken, previous_ports or [], first_index=0)
+        plan = _plan_instances(ask, taken, previous_ports or [], 0)
         first = Update(strategy="initial", reason="nothing deployed before")
         return plan.model_copy(update={"update": first})
     old_names = [inst.name for inst in previous.instances]
     old_ports = [inst.port for inst in previous.instances]
-    in_place = _plan_instances(
-        name, entry, host, settings, taken, old_ports, first_index=_first_index(name, old_names)
-    )
+    in_place = _plan_instances(ask, taken, old_ports, _first_index(name, old_names))
     kept = {inst.name for inst in in_place.instances}
     retire = [Retiring(name=i.name, url=i.url) for i in previous.instances if i.name not in kept]
     old_by_name = {inst.name: inst for inst in previous.instances}
@@ -229,7 +203,7 @@ def plan_model(
     if _same_instances(in_place, previous):
         same = Update(strategy="unchanged", reason="the plan is the same", running=running)
         return in_place.model_copy(update={"update": same})
-    room, room_detail, no_room_fix = _room_for_second_copy(entry, host, settings, in_place)
+    room, room_detail, no_room_fix = _room_for_second_copy(entry, host, settings, in_place, ask.held)
     if settings.update_strategy == "rolling" or (settings.update_strategy == "auto" and not room):
         why = (
             "deployment_plan_update_strategy is rolling"
@@ -246,7 +220,7 @@ def plan_model(
         )
     indices = {_index_of(name, n) for n in old_names}
     first = 0 if indices.isdisjoint(range(len(in_place.instances))) else max(indices) + 1
-    green = _plan_instances(name, entry, host, settings, taken | set(old_ports), [], first_index=first)
+    green = _plan_instances(ask, taken | set(old_ports), [], first)
     return green.model_copy(
         update={
             "update": Update(
@@ -259,11 +233,12 @@ def plan_model(
 
 
 def _room_for_second_copy(
-    entry: ModelEntry, host: HostFacts, settings: DeploymentSettings, plan: ModelPlan
+    entry: ModelEntry, host: HostFacts, settings: DeploymentSettings, plan: ModelPlan, held: Held
 ) -> tuple[bool, str, str]:
     """Whether a second copy of ``plan`` fits beside the first: (room, the figures, the fix when not).
 
-    CPU: weights and KV cache of both copies within the host's memory budget. GPU: on every GPU the new
+    CPU: weights and KV cache of both copies, with what other models hold, within the host's memory
+    budget. GPU: on every GPU the new
     copy uses, the planned shares of all instances (the running copy's included) plus the new copy's
     share, within 1 - GPU_SHARE_HEADROOM.
     """
@@ -280,10 +255,11 @@ def _room_for_second_copy(
         )
         fix = "re-render the capacity plan with a lower --gpu-memory-utilization"
         return shares[worst] <= limit, detail, fix
-    need = 2 * len(plan.instances) * _instance_bytes(entry, settings)
-    budget = int(host.memory_bytes * settings.memory_budget_fraction)
-    detail = f"both need {need / GIB:.1f} GiB (weights + KV cache), budget {budget / GIB:.1f} GiB"
-    return need <= budget, detail, "lower deployment_plan_kv_cache_gib"
+    need = 2 * len(plan.instances) * instance_bytes(entry, settings)
+    budget = memory_budget(host, settings)
+    others = f", other models hold {held.memory_bytes / GIB:.1f} GiB" if held.memory_bytes else ""
+    detail = f"both need {need / GIB:.1f} GiB (weights + KV cache){others}, budget {budget / GIB:.1f} GiB"
+    return need + held.memory_bytes <= budget, detail, "lower deployment_plan_kv_cache_gib"
 
 
 def _index_of(model: str, instance: str) -> int:
@@ -329,19 +305,52 @@ def _same_instances(new: ModelPlan, old: ModelPlan) -> bool:
     return [i.model_dump() for i in new.instances] == [i.model_dump() for i in old.instances]
 
 
-def _instance_bytes(entry: ModelEntry, settings: DeploymentSettings) -> int:
-    return weights_bytes(entry.architecture, entry.serving.dtype) + settings.kv_cache_gib * GIB
+def _model_plan(
+    name: str, entry: ModelEntry, host: HostFacts, settings: DeploymentSettings, instances: list[Instance]
+) -> ModelPlan:
+    return ModelPlan(
+        model=name,
+        host=host.hostname,
+        profile=settings.profile,
+        revision=revision_id(entry),
+        weights_path=_weights_path(name, entry, settings),
+        instances=instances,
+    )
+
+
+def _weights_path(name: str, entry: ModelEntry, settings: DeploymentSettings) -> str:
+    return f"{settings.serving_root}/{name}/{revision_id(entry)}"
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What one plan_model call plans: the model, its catalog entry, the host, the settings and what
+    the host's other models hold. The CPU and the GPU path both take it."""
+
+    name: str
+    entry: ModelEntry
+    host: HostFacts
+    settings: DeploymentSettings
+    held: Held
+
+
+def _instance(ask: _Ask, index: int, port: int, **fields: object) -> Instance:
+    """Instance ``index`` of the model at ``port``: named ``<model>-<index>``, reached at its URL."""
+    url_host = ask.settings.url_host or ask.settings.listen_host
+    return Instance(
+        name=f"{ask.name}-{index}",
+        model=ask.name,
+        task=ask.entry.task,
+        port=port,
+        url=f"http://{url_host}:{port}",
+        **fields,
+    )
 
 
 def _plan_instances(
-    name: str,
-    entry: ModelEntry,
-    host: HostFacts,
-    settings: DeploymentSettings,
-    ports_taken: set[int],
-    previous_ports: list[int],
-    first_index: int,
+    ask: _Ask, ports_taken: set[int], previous_ports: list[int], first_index: int
 ) -> ModelPlan:
+    name, entry, host, settings, held = ask.name, ask.entry, ask.host, ask.settings, ask.held
     if settings.profile not in entry.profiles:
         raise PlanError(
             f"model {name!r} does not support the {settings.profile!r} profile "
@@ -357,28 +366,22 @@ def _plan_instances(
             "max-num-seqs, max-num-batched-tokens, instances). Remove them from deployment_plan_extra_args."
         )
     if settings.profile == "gpu":
-        return _plan_gpu_instances(name, entry, host, settings, ports_taken, previous_ports, first_index)
+        return _plan_gpu_instances(ask, ports_taken, previous_ports, first_index)
     dtype = entry.serving.dtype
     cache = kv_cache(entry.architecture, dtype, settings.kv_cache_gib, entry.serving.max_model_len)
-    if cache.tokens < entry.serving.max_model_len:
+    # An encoder-only model (bytes_per_token 0) keeps no KV cache: nothing to hold a request in.
+    if cache.bytes_per_token and cache.tokens < entry.serving.max_model_len:
         raise PlanError(
             f"a KV cache of {settings.kv_cache_gib} GiB holds {cache.tokens} tokens, fewer than one request "
             f"of max_model_len {entry.serving.max_model_len}; raise deployment_plan_kv_cache_gib to at least "
             f"{-(-entry.serving.max_model_len * cache.bytes_per_token // GIB)}"
         )
-    need = settings.instances * _instance_bytes(entry, settings)
-    budget = int(host.memory_bytes * settings.memory_budget_fraction)
-    if need > budget:
-        raise PlanError(
-            f"{settings.instances} instance(s) of {name} need {need / GIB:.1f} GiB (weights + KV cache) but "
-            f"the budget on {host.hostname} is {budget / GIB:.1f} GiB; lower deployment_plan_instances or "
-            "deployment_plan_kv_cache_gib"
-        )
-    revision = revision_id(entry)
-    weights_path = f"{settings.serving_root}/{name}/{revision}"
+    check_memory(name, entry, host, settings, held)
+    weights_path = _weights_path(name, entry, settings)
     ports = pick_ports(settings.instances, settings.base_port, ports_taken, previous_ports)
+    cpus_of = cpu_sets(name, host, settings, held)
     instances = []
-    for index, (port, cpus) in enumerate(zip(ports, split_cpus(host.cpus, settings.instances), strict=True)):
+    for index, (port, cpus) in enumerate(zip(ports, cpus_of, strict=True)):
         argv = [
             settings.vllm_python,
             "-m",
@@ -408,29 +411,20 @@ def _plan_instances(
         env = {
             "HF_HUB_OFFLINE": "1",
             "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_gib),
-            "VLLM_CPU_OMP_THREADS_BIND": cpu_list(cpus),
+            "VLLM_CPU_OMP_THREADS_BIND": format_cpulist(cpus),
         }
         instances.append(
-            Instance(
-                name=f"{name}-{first_index + index}",
-                model=name,
-                task=entry.task,
-                port=port,
-                url=f"http://{settings.url_host or settings.listen_host}:{port}",
+            _instance(
+                ask,
+                first_index + index,
+                port,
                 cpus=cpus,
                 kv_cache=cache,
                 argv=argv,
                 env=env,
             )
         )
-    return ModelPlan(
-        model=name,
-        host=host.hostname,
-        profile=settings.profile,
-        revision=revision,
-        weights_path=weights_path,
-        instances=instances,
-    )
+    return _model_plan(name, entry, host, settings, instances)
 
 
 def _with_port(args: list[str], port: int) -> list[str]:
@@ -451,18 +445,13 @@ def _with_port(args: list[str], port: int) -> list[str]:
 
 
 def _plan_gpu_instances(
-    name: str,
-    entry: ModelEntry,
-    host: HostFacts,
-    settings: DeploymentSettings,
-    ports_taken: set[int],
-    previous_ports: list[int],
-    first_index: int,
+    ask: _Ask, ports_taken: set[int], previous_ports: list[int], first_index: int
 ) -> ModelPlan:
     """GPU hosts: the instances come from the capacity plan rendered into the inventory
     (``llmfleet capacity render``). The host planner checks them against the catalog (the catalog fixes
     what the model outputs) and gives them names, ports and URLs the way the CPU path does, so rolling and
     blue-green updates, the registry, the gateway and status work the same on both."""
+    name, entry, host, settings = ask.name, ask.entry, ask.host, ask.settings
     mine = [c for c in settings.capacity_instances if c.model == name]
     if not mine:
         planned = sorted({c.model for c in settings.capacity_instances})
@@ -488,19 +477,12 @@ def _plan_gpu_instances(
                 f"{'; '.join(problems)}. The catalog fixes what the model outputs: re-render the capacity "
                 f"plan with --max-model-len {entry.serving.max_model_len} --dtype {entry.serving.dtype}"
             )
-    revision = revision_id(entry)
-    weights_path = f"{settings.serving_root}/{name}/{revision}"
     rendered = [c.port for c in mine]
     ports = pick_ports(len(mine), settings.base_port, ports_taken, previous_ports or rendered)
-    url_host = settings.url_host or settings.listen_host
     instances = []
     for index, (c, port) in enumerate(zip(mine, ports, strict=True)):
         tokens = c.expected_kv_cache_tokens
-        per_token = (
-            c.kv_cache_bytes_per_token
-            if c.kv_cache_bytes_per_token is not None
-            else kv_bytes_per_token(entry.architecture, entry.serving.dtype)
-        )
+        per_token = c.kv_cache_bytes_per_token
         argv = [
             *_with_port(c.vllm_args, port),
             # Streams carry token usage, so the gateway can count tokens without rewriting requests.
@@ -508,12 +490,10 @@ def _plan_gpu_instances(
             *settings.extra_args,
         ]
         instances.append(
-            Instance(
-                name=f"{name}-{first_index + index}",
-                model=name,
-                task=entry.task,
-                port=port,
-                url=f"http://{url_host}:{port}",
+            _instance(
+                ask,
+                first_index + index,
+                port,
                 cpus=c.cpus,
                 kv_cache=KvCache(
                     bytes_per_token=per_token,
@@ -529,11 +509,4 @@ def _plan_gpu_instances(
                 gpu_memory_utilization=c.gpu_memory_utilization,
             )
         )
-    return ModelPlan(
-        model=name,
-        host=host.hostname,
-        profile=settings.profile,
-        revision=revision,
-        weights_path=weights_path,
-        instances=instances,
-    )
+    return _model_plan(name, entry, host, settings, instances)

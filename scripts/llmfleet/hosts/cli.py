@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from llmfleet.cliargs import EXIT_OK, add_command, dump_json
+from llmfleet.cliargs import EXIT_OK, add_command, add_group, dump_json
 from llmfleet.errors import CompatError
 from llmfleet.hosts.facts import gather as gather_host_facts
 from llmfleet.hosts.gpucompat import DEFAULT_COMPAT, load_compat, preflight
@@ -72,8 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _source_arguments(p)
     p.set_defaults(func=cmd_gpu_facts)
 
-    pre = sub.add_parser("preflight", help="checks before anything starts on a host")
-    pre_sub = pre.add_subparsers(dest="preflight_command", required=True, metavar="CHECK")
+    pre_sub = add_group(sub, "preflight", "checks before anything starts on a host", metavar="CHECK")
     text = (
         "check driver vs the image's CUDA, GPU count/model vs the plan, planned memory vs free, "
         "NUMA placement; prints JSON with each instance's cpuset"

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmfleet.catalog.gpus import DEFAULT_GPU_CATALOG, GpuCatalog, load_gpu_catalog
+from llmfleet.cliargs import add_group
 from llmfleet.errors import InventoryError
 from llmfleet.paths import REPO_ROOT
 
@@ -208,6 +209,16 @@ def _check_against_catalog(fleet: Fleet, catalog: GpuCatalog) -> None:
             )
 
 
+def _machine_vars(address: str, user: str, zone: str, instance_id: str) -> dict[str, object]:
+    """What every host Terraform made carries, GPU node or gateway: how to reach it, which machine it is."""
+    return {
+        "ansible_host": address,
+        "ansible_user": user,
+        "llmfleet_availability_zone": zone,
+        "llmfleet_instance_id": instance_id,
+    }
+
+
 def render_inventory(fleet: Fleet, catalog: GpuCatalog) -> dict[str, str]:
     """``{relative path: text}`` of ``inventories/NAME/``. Pure: same fleet, same bytes."""
     _check_against_catalog(fleet, catalog)
@@ -222,14 +233,11 @@ def render_inventory(fleet: Fleet, catalog: GpuCatalog) -> dict[str, str]:
     )
     nodes: dict[str, dict[str, object]] = {}
     for node in fleet.llm_nodes:
-        host: dict[str, object] = {
-            "ansible_host": node.private_ip,
-            "ansible_user": node.ssh_user,
-            "llmfleet_availability_zone": node.availability_zone,
+        host = _machine_vars(node.private_ip, node.ssh_user, node.availability_zone, node.id)
+        host |= {
             "llmfleet_gpu": node.gpu,
             "llmfleet_gpu_count": node.gpu_count,
             "llmfleet_gpu_memory_mib": node.gpu_memory_mib,
-            "llmfleet_instance_id": node.id,
             "llmfleet_instance_type": node.instance_type,
             "llmfleet_node_pool": node.pool,
         }
@@ -238,14 +246,8 @@ def render_inventory(fleet: Fleet, catalog: GpuCatalog) -> dict[str, str]:
         nodes[node.name] = host
     gateways: dict[str, dict[str, object]] = {}
     for gw in fleet.gateways:
-        host = {
-            "ansible_host": gw.private_ip,
-            "ansible_user": gw.ssh_user,
-            "gateway_listen_host": "0.0.0.0",
-            "gateway_listen_port": gw.listener_port,
-            "llmfleet_availability_zone": gw.availability_zone,
-            "llmfleet_instance_id": gw.id,
-        }
+        host = _machine_vars(gw.private_ip, gw.ssh_user, gw.availability_zone, gw.id)
+        host |= {"gateway_listen_host": "0.0.0.0", "gateway_listen_port": gw.listener_port}
         if gw.public_ip:
             host["llmfleet_public_ip"] = gw.public_ip
         gateways[gw.name] = host
@@ -348,8 +350,7 @@ def cmd_from_terraform(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``inventory from-terraform`` to the ``llmfleet`` subcommands."""
-    inventory = sub.add_parser("inventory", help="Ansible inventories from Terraform")
-    inventory_sub = inventory.add_subparsers(dest="inventory_command", required=True, metavar="ACTION")
+    inventory_sub = add_group(sub, "inventory", "Ansible inventories from Terraform")
     help_text = "write inventories/NAME/ from `terraform output -json` of terraform/envs/NAME"
     p = inventory_sub.add_parser("from-terraform", help=help_text, description=help_text)
     p.set_defaults(func=cmd_from_terraform)

@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmfleet.errors import TopologyError
+from llmfleet.hosts.cpusets import format_cpulist, parse_cpulist
 
 QUERY_FIELDS = ("index", "name", "pci.bus_id", "memory.total", "memory.used", "memory.free", "driver_version")
 NVIDIA_SMI_QUERY = [f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"]
@@ -80,35 +81,6 @@ class Placement(_Frozen):
     cpuset_cpus: str = Field(description="for docker --cpuset-cpus; empty: do not pin")
     cpuset_mems: str = Field(description="for docker --cpuset-mems; empty: do not pin")
     nvlink: bool = Field(description="every GPU pair in the set is joined by NVLink")
-
-
-def parse_cpulist(text: str) -> list[int]:
-    """``0-3,8,10-11`` (sysfs ``local_cpulist``, topo -m's CPU Affinity) as a sorted list."""
-    out: set[int] = set()
-    text = text.strip()
-    if not text or text.upper() == "N/A":
-        return []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        try:
-            out.update(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            raise TopologyError(f"cannot read CPU list {text!r} (expected e.g. 0-55,112-167)") from None
-    return sorted(out)
-
-
-def format_cpulist(cpus: Sequence[int]) -> str:
-    """The inverse of :func:`parse_cpulist`: contiguous runs as ``a-b``."""
-    runs: list[str] = []
-    ordered = sorted(set(cpus))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        runs.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(runs)
 
 
 def sysfs_bdf(nvidia_bus_id: str) -> str:
