@@ -27,6 +27,7 @@ import pytest
 
 from hosttools import host_tool, needs_host_tool
 from llmfleet.deploy.plan import ModelPlan
+from llmfleet.gateway.haproxy import render_gateway
 from llmfleet.gateway.keys import (
     GatewayState,
     add_key,
@@ -42,7 +43,6 @@ from llmfleet.gateway.policy import (
     GatewaySettings,
     KeyPolicy,
     hash_key,
-    render_gateway,
 )
 from llmfleet.gateway.rotation import drain, readmit, server_state, stat_rows
 from plans import make_plan

@@ -20,11 +20,10 @@ import pytest
 
 from llmfleet.deploy.plan import ModelPlan
 from llmfleet.errors import GatewayError
+from llmfleet.gateway.haproxy import LUA_FILE, MAP_FILES, render_gateway
 from llmfleet.gateway.policy import (
     GENERATED_HEADER,
     KEY_PREFIX,
-    LUA_FILE,
-    MAP_FILES,
     ApiKey,
     GatewayPolicy,
     GatewaySettings,
@@ -35,7 +34,6 @@ from llmfleet.gateway.policy import (
     load_policy,
     new_key,
     read_key_file,
-    render_gateway,
 )
 from plans import make_plan
 
@@ -276,7 +274,9 @@ def test_pool_of_backups_only_is_refused() -> None:
         render_gateway(GatewaySettings(), policy, [make_plan("a", [8100])], [])
 
 
-@pytest.mark.parametrize("name", ["Model-A", "bad name", "-leading-dash", "under_score", "a/b", 'q"uote', ""])
+@pytest.mark.parametrize(
+    "name", ["Model-A", "bad name", "-leading-dash", "under_score", "a/b", 'q"uote', "", "a" * 64]
+)
 def test_unsafe_model_name_is_refused_by_name(name: str) -> None:
     with pytest.raises(GatewayError) as error:
         render_gateway(GatewaySettings(), GatewayPolicy(), [make_plan(name, [8100])], [])
@@ -407,3 +407,13 @@ def test_read_key_file_refuses_an_unusable_key_file(tmp_path: Path, content: str
     (tmp_path / "default.key").write_text(content)
     with pytest.raises(GatewayError, match=re.escape("default.key")):
         read_key_file(tmp_path / "default.key")
+
+
+def test_the_gateway_takes_the_model_name_rule_from_the_catalog() -> None:
+    from llmfleet.catalog import models
+    from llmfleet.gateway import routes
+
+    assert routes.MODEL_NAME_RE is models.MODEL_NAME_RE
+    # The catalog's longest name is served; one character more is refused by both.
+    render_gateway(GatewaySettings(), GatewayPolicy(), [make_plan("a" * 63, [8100])], [])
+    assert not models.MODEL_NAME_RE.match("a" * 64)

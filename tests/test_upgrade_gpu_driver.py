@@ -28,7 +28,8 @@ import pytest
 from hosttools import needs_host_tool
 from llmfleet.deploy.plan import ModelPlan
 from llmfleet.deploy.registry import Deployment, render_record
-from llmfleet.gateway.policy import GatewayPolicy, GatewaySettings, render_gateway
+from llmfleet.gateway.haproxy import render_gateway
+from llmfleet.gateway.policy import GatewayPolicy, GatewaySettings
 from llmfleet.gateway.rotation import server_state
 from plans import make_plan
 from test_gateway_haproxy import FAKE_BACKEND, HAPROXY, HAPROXY_FOUND, START_TIMEOUT_S, free_port, stop

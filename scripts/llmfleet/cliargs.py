@@ -206,3 +206,14 @@ def add_command(
     p: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
     p.set_defaults(func=func)
     return p
+
+
+def add_group(
+    parent: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    help_text: str,
+    metavar: str = "ACTION",
+) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """A subcommand that only holds actions (``llmfleet weights stage``): the actions' subparsers."""
+    group = parent.add_parser(name, help=help_text)
+    return group.add_subparsers(dest=f"{name}_command", required=True, metavar=metavar)

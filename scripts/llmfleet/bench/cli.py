@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from llmfleet.cliargs import positive_float, positive_int
+from llmfleet.cliargs import add_group, positive_float, positive_int
 from llmfleet.deploy.registry import DEFAULT_REGISTRY_DIR
 
 DEFAULT_DB = Path("bench/results/results.sqlite")
@@ -127,8 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
 
-    bench = sub.add_parser("bench", help="benchmark a deployment; compare runs")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
+    bench_sub = add_group(sub, "bench", "benchmark a deployment; compare runs")
 
     p = bench_sub.add_parser("run", help="run a workload profile against a deployment; store the results")
     p.set_defaults(func=cmd_bench_run)

@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmfleet.bench.errors import BenchError
-from llmfleet.errors import yaml_problem
+from llmfleet.documents import parse_document
 
 
 class _Strict(BaseModel):
@@ -75,28 +74,10 @@ class Profile(_Strict):
         return self
 
 
-def _format(path: Path | str, err: ValidationError) -> str:
-    lines = [f"{path}: {err.error_count()} problem(s) in the profile:"]
-    for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"])
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            msg = "unknown field (misspelt? see bench/README.md for the fields)"
-        lines.append(f"  {loc or '<top level>'}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_profile(text: str, path: Path | str = "<profile>") -> Profile:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BenchError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
-    if not isinstance(raw, dict):
-        raise BenchError(f"{path}: expected a mapping with name and experiments")
-    try:
-        return Profile.model_validate(raw)
-    except ValidationError as exc:
-        raise BenchError(_format(path, exc)) from None
+    return parse_document(
+        Profile, text, path, BenchError, expected="name and experiments", fields_doc="bench/README.md"
+    )
 
 
 def load_profile(path: Path) -> Profile:

@@ -2,8 +2,9 @@
 keys and their live maps, and taking instances out of rotation and back."""
 
 from llmfleet.gateway.apim import render_apim
+from llmfleet.gateway.haproxy import render_gateway
 from llmfleet.gateway.keys import add_key, list_keys, revoke_key
-from llmfleet.gateway.policy import GatewayPolicy, GatewaySettings, load_policy, render_gateway
+from llmfleet.gateway.policy import GatewayPolicy, GatewaySettings, load_policy
 from llmfleet.gateway.rotation import drain, readmit
 
 __all__ = [

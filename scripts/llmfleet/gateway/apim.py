@@ -25,9 +25,8 @@ from llmfleet.gateway.policy import (
     INFERENCE_PATHS,
     ApiKey,
     GatewayPolicy,
-    _backends,
-    _checked_keys,
 )
+from llmfleet.gateway.routes import checked_keys, plan_backends
 
 # HAProxy's retry conditions that have an APIM equivalent (a response status); connection failures show
 # up in APIM as an exception with no response, which `context.Response == null` catches.
@@ -72,7 +71,7 @@ def _serialize(root: ET.Element) -> str:
 
 
 def render_api_policy(policy: GatewayPolicy, plans: list[ModelPlan]) -> str:
-    backends = _backends(plans, policy)
+    backends = plan_backends(plans, policy)
     root = ET.Element("policies")
     inbound = ET.SubElement(root, "inbound")
     # Body limit first, as in HAProxy: a body too large is 413, never a misleading 404.
@@ -206,7 +205,7 @@ def render_backends(policy: GatewayPolicy, plans: list[ModelPlan]) -> str:
     """Backends (one per instance, each with a circuit breaker) and one pool per model."""
     resources = []
     trip = policy.health.interval_s * policy.health.fall
-    for backend in _backends(plans, policy):
+    for backend in plan_backends(plans, policy):
         services = []
         for server in backend.servers:
             backend_id = _backend_id(backend.model, server.name)
@@ -259,7 +258,7 @@ def render_apim(policy: GatewayPolicy, plans: list[ModelPlan], keys: list[ApiKey
         "backends.json": render_backends(policy, plans),
     }
     products = []
-    for key in _checked_keys(keys):
+    for key in checked_keys(keys):
         files[f"products/{key.name}.xml"] = render_product_policy(key)
         products.append(
             {

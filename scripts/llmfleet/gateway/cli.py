@@ -10,7 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmfleet.catalog.models import load_catalog
-from llmfleet.cliargs import EXIT_OK, add_command, dump_json, json_flag, non_negative_float, positive_int
+from llmfleet.cliargs import (
+    EXIT_OK,
+    add_command,
+    add_group,
+    dump_json,
+    json_flag,
+    non_negative_float,
+    positive_int,
+)
 from llmfleet.deploy.registry import DEFAULT_REGISTRY_DIR, load_all
 from llmfleet.errors import GatewayError, LlmfleetError
 from llmfleet.gateway.policy import GatewaySettings
@@ -36,8 +44,9 @@ def cmd_gateway_sync_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway_render(args: argparse.Namespace) -> int:
+    from llmfleet.gateway.haproxy import render_gateway
     from llmfleet.gateway.keys import GATEWAY_STATE_FILE, load_api_keys, state_json
-    from llmfleet.gateway.policy import GatewaySettings, load_policy, render_gateway
+    from llmfleet.gateway.policy import GatewaySettings, load_policy
 
     settings = json_flag(GatewaySettings, "--settings-json", args.settings_json)
     policy = load_policy(args.policy_file)
@@ -158,45 +167,48 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``gateway`` and ``keys`` and their actions to the ``llmfleet`` subcommands."""
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str, parent=sub):  # type: ignore[no-untyped-def]
-        return add_command(parent, name, func, help_text)
-
-    gateway = sub.add_parser("gateway", help="API keys and the HAProxy configuration")
-    gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True, metavar="ACTION")
+    gateway_sub = add_group(sub, "gateway", "API keys and the HAProxy configuration")
     policy_help = "gateway policy YAML (default: built-in)"
-    p = add("sync-keys", cmd_gateway_sync_keys, "make the key store match the policy's keys", gateway_sub)
+    p = add_command(
+        gateway_sub, "sync-keys", cmd_gateway_sync_keys, "make the key store match the policy's keys"
+    )
     p.add_argument("--keys-dir", type=Path, required=True)
     p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
-    p = add("render", cmd_gateway_render, "render haproxy.cfg, Lua, maps as JSON {file: text}", gateway_sub)
+    p = add_command(
+        gateway_sub, "render", cmd_gateway_render, "render haproxy.cfg, Lua, maps as JSON {file: text}"
+    )
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
     p.add_argument("--keys-dir", type=Path, required=True)
     p.add_argument("--settings-json", default="{}", help="GatewaySettings as JSON")
     p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
 
-    p = add("render-apim", cmd_gateway_render_apim, "write the same policy for Azure APIM", gateway_sub)
+    p = add_command(
+        gateway_sub, "render-apim", cmd_gateway_render_apim, "write the same policy for Azure APIM"
+    )
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
     p.add_argument("--keys-dir", type=Path, default=DEFAULT_GATEWAY_CONFIG_DIR / "keys")
     p.add_argument("--policy-file", type=Path, default=None, help=policy_help)
     p.add_argument("--out", type=Path, required=True, help="folder for api-policy.xml, products, backends")
 
     socket_help = f"HAProxy's admin socket (default {DEFAULT_GATEWAY_SOCKET})"
-    p = add("drain", cmd_gateway_drain, "stop new requests to an instance; wait for in-flight", gateway_sub)
+    p = add_command(
+        gateway_sub, "drain", cmd_gateway_drain, "stop new requests to an instance; wait for in-flight"
+    )
     p.add_argument("--socket", type=Path, default=DEFAULT_GATEWAY_SOCKET, help=socket_help)
     p.add_argument("--model", required=True)
     p.add_argument("--instance", required=True)
     p.add_argument(
         "--timeout", type=non_negative_float, default=120.0, help="seconds to wait for in-flight requests"
     )
-    p = add("readmit", cmd_gateway_readmit, "put a drained instance back into rotation", gateway_sub)
+    p = add_command(gateway_sub, "readmit", cmd_gateway_readmit, "put a drained instance back into rotation")
     p.add_argument("--socket", type=Path, default=DEFAULT_GATEWAY_SOCKET, help=socket_help)
     p.add_argument("--model", required=True)
     p.add_argument("--instance", required=True)
 
-    keys = sub.add_parser("keys", help="API keys: add, list, revoke (live, no reload)")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_sub = add_group(sub, "keys", "API keys: add, list, revoke (live, no reload)")
 
     def keys_command(name: str, func: Callable[[argparse.Namespace], int], help_text: str):  # type: ignore[no-untyped-def]
-        p = add(name, func, help_text, keys_sub)
+        p = add_command(keys_sub, name, func, help_text)
         p.add_argument(
             "--gateway-config-dir",
             type=Path,

@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmfleet.deploy.plan import ModelPlan
 from llmfleet.errors import GatewayError
+from llmfleet.gateway.haproxy import MAP_FILES, render_maps
 from llmfleet.gateway.policy import (
     KEY_FILE_SUFFIX,
-    MAP_FILES,
     ApiKey,
     GatewayPolicy,
     GatewaySettings,
@@ -40,7 +40,6 @@ from llmfleet.gateway.policy import (
     hash_key,
     new_key,
     read_key_file,
-    render_maps,
 )
 
 STORE_FILE = "keys.json"

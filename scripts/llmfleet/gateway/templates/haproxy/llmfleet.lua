@@ -237,36 +237,35 @@ local function escape_label(value)
     return (value:gsub("\\", "\\\\"):gsub('"', '\\"'))
 end
 
+-- Prometheus series in a stable order, so two scrapes of the same counters read the same.
+local function sorted_keys(t)
+    local keys = {}
+    for key in pairs(t) do keys[#keys + 1] = key end
+    table.sort(keys)
+    return keys
+end
+
 core.register_service("llmfleet_metrics", "http", function(applet)
     local now = os.time()
     local out = {
         "# HELP llmfleet_gateway_requests_total Routed requests finished, by key, model and status code.",
         "# TYPE llmfleet_gateway_requests_total counter",
     }
-    local names = {}
-    for series in pairs(requests_total) do names[#names + 1] = series end
-    table.sort(names)
-    for _, series in ipairs(names) do
+    for _, series in ipairs(sorted_keys(requests_total)) do
         local key, model, code = series:match("^(%S+) (%S+) (%S+)$")
         out[#out + 1] = string.format('llmfleet_gateway_requests_total{key="%s",model="%s",code="%s"} %d',
             escape_label(key), escape_label(model), escape_label(code), requests_total[series])
     end
     out[#out + 1] = "# HELP llmfleet_gateway_tokens_total Tokens (usage.total_tokens) by key and model."
     out[#out + 1] = "# TYPE llmfleet_gateway_tokens_total counter"
-    names = {}
-    for series in pairs(tokens_total) do names[#names + 1] = series end
-    table.sort(names)
-    for _, series in ipairs(names) do
+    for _, series in ipairs(sorted_keys(tokens_total)) do
         local key, model = series:match("^(%S+) (%S+)$")
         out[#out + 1] = string.format('llmfleet_gateway_tokens_total{key="%s",model="%s"} %d',
             escape_label(key), escape_label(model), tokens_total[series])
     end
     out[#out + 1] = "# HELP llmfleet_gateway_key_tokens_window Tokens a key spent in the current UTC window."
     out[#out + 1] = "# TYPE llmfleet_gateway_key_tokens_window gauge"
-    names = {}
-    for key in pairs(day_used) do names[#names + 1] = key end
-    table.sort(names)
-    for _, key in ipairs(names) do
+    for _, key in ipairs(sorted_keys(day_used)) do
         out[#out + 1] = string.format('llmfleet_gateway_key_tokens_window{key="%s",window="minute"} %d',
             escape_label(key), used(minute_used, key, now // MINUTE))
         out[#out + 1] = string.format('llmfleet_gateway_key_tokens_window{key="%s",window="day"} %d',
