@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, plan_capacity
+from llmfleet.capacity.candidates import plan_capacity
 from llmfleet.capacity.modelconfig import load_model
+from llmfleet.capacity.options import EmbeddingOptions, PlanOptions
 from llmfleet.capacity.render import (
     GENERATED_MARK,
     plan_json,

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.capacity.candidates import (
-    COLOCATION_MAX_UTILIZATION,
-    EmbeddingOptions,
-    PlanOptions,
-    Reserve,
-    enumerate_candidates,
-    gpu_sets,
-    plan_capacity,
-    resolve_gpu,
-    resolve_serving,
-)
+from llmfleet.capacity.candidates import plan_capacity
+from llmfleet.capacity.fit import enumerate_candidates, gpu_sets
 from llmfleet.capacity.modelconfig import load_model
+from llmfleet.capacity.options import EmbeddingOptions, PlanOptions, Reserve, resolve_gpu, resolve_serving
+from llmfleet.capacity.placement import COLOCATION_MAX_UTILIZATION
 from llmfleet.catalog.gpus import load_gpu_catalog
 from llmfleet.cli import main
 from llmfleet.errors import CapacityError, CatalogError

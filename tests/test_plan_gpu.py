@@ -12,8 +12,9 @@ import pydantic
 import pytest
 import yaml
 
-from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, plan_capacity
+from llmfleet.capacity.candidates import plan_capacity
 from llmfleet.capacity.modelconfig import load_model
+from llmfleet.capacity.options import EmbeddingOptions, PlanOptions
 from llmfleet.capacity.placement import RenderedInstance
 from llmfleet.capacity.render import render_inventory
 from llmfleet.catalog.gpus import load_gpu_catalog

@@ -4,7 +4,8 @@ certificates (fit), their placement on the nodes with embedding replicas (placem
 the nearest fit (refusals), the plan that ties them together (candidates) and the Ansible inventory it
 renders (render)."""
 
-from llmfleet.capacity.candidates import CapacityPlan, PlanOptions, plan_capacity
+from llmfleet.capacity.candidates import CapacityPlan, plan_capacity
 from llmfleet.capacity.modelconfig import ModelArch, load_model
+from llmfleet.capacity.options import PlanOptions
 
 __all__ = ["CapacityPlan", "ModelArch", "PlanOptions", "load_model", "plan_capacity"]

@@ -2,8 +2,8 @@
 ``tp``/``pp``, its placement on every node with co-located embedding replicas (placement), or the refusal
 that names the nearest fit (refusals).
 
-The inputs (PlanOptions, Reserve, ...) are in llmfleet.capacity.options; this module re-exports the names
-callers use, so ``from llmfleet.capacity.candidates import PlanOptions, plan_capacity`` keeps working.
+The inputs (PlanOptions, Reserve, ...) are in llmfleet.capacity.options; each name is imported from the
+module that defines it.
 """
 
 from __future__ import annotations
@@ -11,23 +11,19 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from llmfleet.capacity import kv
-from llmfleet.capacity.fit import OBJECTIVE, Candidate, enumerate_candidates, evaluate, gpu_sets, rank_key
+from llmfleet.capacity.fit import OBJECTIVE, Candidate, enumerate_candidates
 from llmfleet.capacity.modelconfig import ModelArch, ModelSource
 from llmfleet.capacity.options import (
-    GIB,
     EmbeddingOptions,
     GpuSpec,
     PlanOptions,
-    Reserve,
     Serving,
     resolve_gpu,
     resolve_serving,
 )
 from llmfleet.capacity.params import checkpoint_weight_bytes, stage_weight_bytes
 from llmfleet.capacity.placement import (
-    COLOCATION_MAX_UTILIZATION,
     EmbeddingPlan,
-    InstancePlacement,
     ModelSummary,
     NodePlacement,
     place,
@@ -135,27 +131,3 @@ def plan_capacity(
         embedding=emb_plan,
         nodes=nodes,
     )
-
-
-__all__ = [
-    "COLOCATION_MAX_UTILIZATION",
-    "GIB",
-    "OBJECTIVE",
-    "Candidate",
-    "CapacityPlan",
-    "EmbeddingOptions",
-    "EmbeddingPlan",
-    "GpuSpec",
-    "InstancePlacement",
-    "ModelSummary",
-    "NodePlacement",
-    "PlanOptions",
-    "Reserve",
-    "enumerate_candidates",
-    "evaluate",
-    "gpu_sets",
-    "plan_capacity",
-    "rank_key",
-    "resolve_gpu",
-    "resolve_serving",
-]

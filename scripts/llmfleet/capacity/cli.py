@@ -10,8 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from llmfleet.capacity.candidates import EmbeddingOptions, PlanOptions, Reserve, plan_capacity
+from llmfleet.capacity.candidates import plan_capacity
 from llmfleet.capacity.modelconfig import load_model
+from llmfleet.capacity.options import EmbeddingOptions, PlanOptions, Reserve
 from llmfleet.capacity.render import plan_json, plan_table, render_inventory, write_inventory
 from llmfleet.catalog.gpus import DEFAULT_GPU_CATALOG, load_gpu_catalog
 from llmfleet.cliargs import add_group

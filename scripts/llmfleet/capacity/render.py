@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
-from llmfleet.capacity.candidates import GIB, Candidate, CapacityPlan
+from llmfleet.capacity.candidates import CapacityPlan
+from llmfleet.capacity.fit import Candidate
+from llmfleet.capacity.options import GIB
 from llmfleet.capacity.placement import RenderedInstance
 from llmfleet.errors import CapacityError
 from llmfleet.hosts.cpusets import format_cpulist
