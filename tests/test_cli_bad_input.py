@@ -79,6 +79,14 @@ CASES = [
     (["sweep", "--model", MODEL, "--vary", "x=1", "--profile", "{bad}/broken.yml"], 20, "{bad}/broken.yml"),
     (["preflight", "gpu"], 2, "--image-version"),
     (["status", "--registry", "{bad}/afile"], 2, "--registry"),
+    (["fleet", "place", "--inventory", "{bad}/inv"], 14, "{bad}/inv/fleet.yml"),
+    (["fleet", "show", "--inventory", "{bad}/inv"], 14, "{bad}/inv/fleet-placement.yml"),
+    (["fleet", "scale", "--inventory", "{bad}", MODEL, "-1"], 2, "REPLICAS"),
+    (["fleet", "remove", "--inventory", "{bad}/inv", MODEL], 14, "{bad}/inv/fleet.yml"),
+    (["fleet", "drain", "--inventory", "{bad}/inv", "node-1"], 14, "{bad}/inv/fleet.yml"),
+    (["fleet", "undrain", "--inventory", "{bad}/inv", "node-1"], 14, "{bad}/inv/fleet.yml"),
+    (["fleet", "add-node", "--inventory", "{bad}/inv", "n1", "--gpu", "T4-16GB"], 2,
+     "gpu and gpus go together"),
     (["no-such-command"], 2, "no-such-command"),
 ]  # fmt: skip
 

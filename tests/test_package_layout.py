@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scripts" / "llmfleet"
-DOMAINS = ["bench", "capacity", "catalog", "deploy", "gateway", "hosts", "weights"]
+DOMAINS = ["bench", "capacity", "catalog", "deploy", "fleet", "gateway", "hosts", "weights"]
 MAX_LINES = 600
 
 

@@ -18,6 +18,7 @@ from llmfleet.capacity.cli import register as register_capacity
 from llmfleet.catalog.cli import register as register_catalog
 from llmfleet.cliargs import OneLineParser, flag_names, run
 from llmfleet.deploy.cli import register as register_deploy
+from llmfleet.fleet.cli import register as register_fleet
 from llmfleet.gateway.cli import register as register_gateway
 from llmfleet.hosts.cli import register as register_hosts
 from llmfleet.weights.cli import register as register_weights
@@ -27,6 +28,7 @@ DOMAINS = (
     register_catalog,
     register_hosts,
     register_deploy,
+    register_fleet,
     register_weights,
     register_gateway,
     register_capacity,

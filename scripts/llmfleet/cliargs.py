@@ -44,6 +44,7 @@ EXIT_CODES = {
     11: "GPU topology cannot be read or placed",
     12: "the host's driver or GPUs do not fit the image or plan",
     13: "a file or directory cannot be read or written",
+    14: "fleet: the fleet file is wrong, or no node has room for what it asks",
     20: "bench failed",
     21: "sweep failed",
     70: "internal error (a bug in llmfleet; LLMFLEET_DEBUG=1 shows the traceback)",
@@ -85,6 +86,7 @@ def _number(
 
 
 positive_int = _number(int, "a whole number", lambda v: v >= 1, "1 or more")
+non_negative_int = _number(int, "a whole number", lambda v: v >= 0, "0 or more")
 positive_float = _number(float, "a number", lambda v: v > 0, "more than 0")
 non_negative_float = _number(float, "a number", lambda v: v >= 0, "0 or more")
 

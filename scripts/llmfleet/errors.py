@@ -92,3 +92,9 @@ def yaml_problem(exc: Any) -> str:
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
     return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
+class FleetError(LlmfleetError):
+    """The fleet file is wrong, or the fleet has no room for what it asks."""
+
+    exit_code = 14

@@ -65,6 +65,9 @@ class DeploymentSettings(BaseModel):
     # The address the gateway reaches instances at (default: listen_host). A GPU container listens on
     # 0.0.0.0; its URL names the node.
     url_host: str | None = None
+    # A fleet (llmfleet fleet place): this model's instances on this host by the names the placement gave
+    # them, unique across the fleet. Empty: ``<model>-<n>`` numbered on this host.
+    instance_names: list[str] = Field(default_factory=list)
 
 
 class KvCache(BaseModel):
@@ -204,6 +207,10 @@ def plan_model(
         same = Update(strategy="unchanged", reason="the plan is the same", running=running)
         return in_place.model_copy(update={"update": same})
     room, room_detail, no_room_fix = _room_for_second_copy(entry, host, settings, in_place, ask.held)
+    if settings.instance_names:
+        # A second copy would need names of its own, and the fleet's names are the placement's.
+        room, room_detail = False, "the fleet placement names the instances"
+        no_room_fix = "replace the instances node by node (rolling), as a fleet redeploy does"
     if settings.update_strategy == "rolling" or (settings.update_strategy == "auto" and not room):
         why = (
             "deployment_plan_update_strategy is rolling"
@@ -334,11 +341,12 @@ class _Ask:
     held: Held
 
 
-def _instance(ask: _Ask, index: int, port: int, **fields: object) -> Instance:
-    """Instance ``index`` of the model at ``port``: named ``<model>-<index>``, reached at its URL."""
+def _instance(ask: _Ask, index: int, port: int, name: str | None = None, **fields: object) -> Instance:
+    """Instance ``index`` of the model at ``port``: named ``name`` (the fleet's), else ``<model>-<index>``;
+    reached at its URL."""
     url_host = ask.settings.url_host or ask.settings.listen_host
     return Instance(
-        name=f"{ask.name}-{index}",
+        name=name or f"{ask.name}-{index}",
         model=ask.name,
         task=ask.entry.task,
         port=port,
@@ -375,6 +383,13 @@ def _plan_instances(
             f"a KV cache of {settings.kv_cache_gib} GiB holds {cache.tokens} tokens, fewer than one request "
             f"of max_model_len {entry.serving.max_model_len}; raise deployment_plan_kv_cache_gib to at least "
             f"{-(-entry.serving.max_model_len * cache.bytes_per_token // GIB)}"
+        )
+    names = settings.instance_names
+    if names and len(names) != settings.instances:
+        raise PlanError(
+            f"the fleet placement names {len(names)} instance(s) of {name} on {host.hostname} "
+            f"({', '.join(names)}) but the plan asks for {settings.instances}; re-run `llmfleet fleet place` "
+            "and deploy with the inventory it wrote"
         )
     check_memory(name, entry, host, settings, held)
     weights_path = _weights_path(name, entry, settings)
@@ -418,6 +433,7 @@ def _plan_instances(
                 ask,
                 first_index + index,
                 port,
+                names[index] if names else None,
                 cpus=cpus,
                 kv_cache=cache,
                 argv=argv,
@@ -477,6 +493,11 @@ def _plan_gpu_instances(
                 f"{'; '.join(problems)}. The catalog fixes what the model outputs: re-render the capacity "
                 f"plan with --max-model-len {entry.serving.max_model_len} --dtype {entry.serving.dtype}"
             )
+    if settings.instance_names and sorted(settings.instance_names) != sorted(c.name for c in mine):
+        raise PlanError(
+            f"the fleet placement names {', '.join(settings.instance_names)} for {name} on {host.hostname}, "
+            f"its capacity instances are {', '.join(c.name for c in mine)}; re-run `llmfleet fleet place`"
+        )
     rendered = [c.port for c in mine]
     ports = pick_ports(len(mine), settings.base_port, ports_taken, previous_ports or rendered)
     instances = []
@@ -494,6 +515,7 @@ def _plan_gpu_instances(
                 ask,
                 first_index + index,
                 port,
+                c.name if settings.instance_names else None,
                 cpus=c.cpus,
                 kv_cache=KvCache(
                     bytes_per_token=per_token,
