@@ -79,6 +79,7 @@ CASES = [
     (["sweep", "--model", MODEL, "--vary", "x=1", "--profile", "{bad}/broken.yml"], 20, "{bad}/broken.yml"),
     (["preflight", "gpu"], 2, "--image-version"),
     (["status", "--registry", "{bad}/afile"], 2, "--registry"),
+    (["status", "--inventory", "{bad}/inv"], 14, "--inventory"),
     (["fleet", "place", "--inventory", "{bad}/inv"], 14, "{bad}/inv/fleet.yml"),
     (["fleet", "show", "--inventory", "{bad}/inv"], 14, "{bad}/inv/fleet-placement.yml"),
     (["fleet", "scale", "--inventory", "{bad}", MODEL, "-1"], 2, "REPLICAS"),

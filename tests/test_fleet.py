@@ -132,6 +132,13 @@ def test_the_placement_is_an_inventory_ansible_reads(tmp_path):
     assert host["llmfleet_common_profile"] == "gpu"
     assert [i["name"] for i in host["llmfleet_capacity_instances"]] == [f"{SMOLLM}-{n}" for n in range(4)]
     assert host["llmfleet_capacity_instances"][0]["port"] == 9000  # l4-01's base_port
+    # vLLM listens on the node's private address (fleet.yml's, else the inventory's ansible_host).
+    assert host["llmfleet_fleet_address"] == "10.0.1.14"
+    assert (
+        host["vllm_container_listen_host"]
+        == host["deployment_plan_url_host"]
+        == "{{ llmfleet_fleet_address }}"
+    )
 
 
 def test_binpack_fills_one_node_and_spread_uses_both():

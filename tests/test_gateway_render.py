@@ -290,11 +290,28 @@ def test_instances_sharing_a_port_are_refused() -> None:
         )
 
 
-def test_model_planned_twice_is_refused() -> None:
-    with pytest.raises(GatewayError, match="planned twice"):
-        render_gateway(
-            GatewaySettings(), GatewayPolicy(), [make_plan("a", [8100]), make_plan("a", [8101])], []
-        )
+def test_a_model_on_several_hosts_is_one_pool_of_all_their_instances() -> None:
+    """A fleet's gateway: the model's instances on two nodes (fleet-wide names) are one backend's servers."""
+    node_a = make_plan("a", [8100], host="10.0.0.1")
+    node_b = make_plan("a", [8100], host="10.0.0.2")
+    node_b = node_b.model_copy(
+        update={
+            "host": "node-b",
+            "instances": [i.model_copy(update={"name": "a-1"}) for i in node_b.instances],
+        }
+    )
+    cfg = render_gateway(GatewaySettings(), GatewayPolicy(), [node_b, node_a], [])["haproxy.cfg"]
+    assert [line.split()[:3] for line in cfg.splitlines() if line.strip().startswith("server a-")] == [
+        ["server", "a-0", "10.0.0.1:8100"],
+        ["server", "a-1", "10.0.0.2:8100"],
+    ]
+
+
+def test_one_instance_name_on_two_hosts_is_refused_naming_both() -> None:
+    node_a = make_plan("a", [8100], host="10.0.0.1")
+    node_b = make_plan("a", [8100], host="10.0.0.2").model_copy(update={"host": "node-b"})
+    with pytest.raises(GatewayError, match=re.escape("instance 'a-0' is deployed on both node-b and test")):
+        render_gateway(GatewaySettings(), GatewayPolicy(), [node_a, node_b], [])
 
 
 def test_model_without_instances_is_refused() -> None:

@@ -78,8 +78,46 @@ def _json_list(flag: str, text: str) -> list[str]:
     return value
 
 
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    """``status --inventory``: the fleet placement, with every gateway's view of each instance."""
+    import subprocess
+
+    from llmfleet.errors import FleetError
+    from llmfleet.fleet.render import PLACEMENT_FILE, read_previous
+    from llmfleet.fleet.status import fleet_rows, gateway_metrics_urls, read_metrics, status_table
+
+    placement, _ = read_previous(args.inventory)
+    if not placement:
+        raise FleetError(
+            f"--inventory: {args.inventory / PLACEMENT_FILE} has no placement; run llmfleet fleet place"
+        )
+    if args.gateway_metrics:
+        urls = {url: url for url in args.gateway_metrics}
+    else:
+        inventory = Path(sys.executable).parent / "ansible-inventory"
+        proc = subprocess.run(
+            [str(inventory), "-i", str(args.inventory), "--list"], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise FleetError(
+                f"--inventory: ansible-inventory cannot read {args.inventory} "
+                f"({(proc.stderr.strip().splitlines() or ['no output'])[-1]}); or pass --gateway-metrics URL"
+            )
+        urls = gateway_metrics_urls(json.loads(proc.stdout))
+    views = {host: read_metrics(url) for host, url in urls.items()}
+    rows = fleet_rows(placement, views)
+    if args.json:
+        dump_json({"gateways": urls, "instances": rows})
+    else:
+        sys.stdout.write(status_table(rows))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from llmfleet.deploy.status import status
+
+    if args.inventory is not None:
+        return cmd_fleet_status(args)
 
     if args.registry.exists() and not args.registry.is_dir():
         raise UsageError(
@@ -145,6 +183,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--golden-report", type=Path, default=None, help="write the golden verdict here as JSON")
 
-    p = add_command(sub, "status", cmd_status, "what is deployed on this host and whether it answers")
+    p = add_command(
+        sub, "status", cmd_status, "what is deployed on this host (or the fleet) and whether it answers"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY_DIR)
+    p.add_argument(
+        "--inventory",
+        type=Path,
+        default=None,
+        help="a fleet's inventory directory: every node's instances and each gateway's view of them",
+    )
+    p.add_argument(
+        "--gateway-metrics",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with --inventory: a gateway's Prometheus URL (default: from the inventory's gateways)",
+    )

@@ -2,7 +2,8 @@
 
 The deploy playbook writes a record after the model is ready; undeploy removes it. The gateway is
 rendered from these records, and ``llmfleet status`` reads them, so they are the one list of what a
-host serves.
+host serves. A gateway host keeps a copy of every node's records, one folder per node
+(``<registry>/<node>/<model>.json``, collected by the gateway role), and reads them all the same way.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def load_all(registry_dir: Path) -> list[Deployment]:
     if not registry_dir.is_dir():
         return []
     out = []
-    for path in sorted(registry_dir.glob("*.json")):
+    for path in sorted(registry_dir.glob("*.json")) + sorted(registry_dir.glob("*/*.json")):
         try:
             out.append(Deployment.model_validate_json(path.read_text()))
         except ValueError as exc:

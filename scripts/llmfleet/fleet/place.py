@@ -58,6 +58,7 @@ class NodePlan(_Strict):
     instances: list[PlacedInstance]
     gpus_free: int = 0
     memory_free_gib: float | None = None
+    address: str | None = None
 
 
 class FleetPlacement(_Strict):
@@ -277,6 +278,7 @@ def _result(spec: FleetSpec, nodes: dict[str, _Node], need) -> FleetPlacement:  
             describe=node.kind.describe(),
             gpu=node.kind.gpu,
             gpu_count=node.kind.gpu_count,
+            address=spec.nodes[name].address,
             drained=node.drained,
             instances=insts,
             gpus_free=len(node.free_gpus),

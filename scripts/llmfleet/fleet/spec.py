@@ -39,6 +39,11 @@ class Node(_Strict):
     memory_budget_fraction: float = Field(default=0.8, gt=0, le=1)
     share_cpus: bool = Field(default=False, description="CPU nodes: instances may share CPUs")
     base_port: int = Field(default=8100, ge=1024, le=65000)
+    address: str | None = Field(
+        default=None,
+        description="the private address vLLM listens on and the gateways reach; default: ansible_host",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$",
+    )
     drained: bool = Field(default=False, description="in maintenance: no instance is placed here")
 
     @model_validator(mode="after")

@@ -51,21 +51,23 @@ def server_address(model: str, url: str) -> str:
 
 
 def plan_backends(plans: list[ModelPlan], policy: GatewayPolicy) -> list[Backend]:
+    """One backend per model, its servers every instance of the model on every host: a fleet's gateway
+    gets each node's plans (deployment records), and a model placed on several nodes is one pool."""
     # A pool for a model not deployed here is not an error: a policy may be written before its model
     # is deployed, or outlive an undeploy.
-    seen_models: set[str] = set()
     seen_addresses: dict[str, str] = {}
     backends: list[Backend] = []
-    for plan in sorted(plans, key=lambda p: p.model):
+    by_model: dict[str, list[ModelPlan]] = {}
+    for plan in plans:
+        by_model.setdefault(plan.model, []).append(plan)
+    for model in sorted(by_model):
+        plan = _merged(model, by_model[model])
         if not MODEL_NAME_RE.match(plan.model):
             raise GatewayError(
                 f"model name {plan.model!r} cannot be served through the gateway: it must match "
                 f"{MODEL_NAME_RE.pattern} ({MODEL_NAME_RULE}), because it becomes an "
                 "HAProxy backend name and a map key; rename it in catalog/models.yml"
             )
-        if plan.model in seen_models:
-            raise GatewayError(f"model {plan.model!r} is planned twice; deploy each model once per host")
-        seen_models.add(plan.model)
         if not plan.instances:
             raise GatewayError(f"model {plan.model!r} has no instances to route to; plan at least one")
         pool = policy.pools.get(plan.model, PoolPolicy())
@@ -106,6 +108,27 @@ def plan_backends(plans: list[ModelPlan], policy: GatewayPolicy) -> list[Backend
             Backend(name=f"model_{plan.model}", model=plan.model, balance=pool.balance, servers=servers)
         )
     return backends
+
+
+def _merged(model: str, plans: list[ModelPlan]) -> ModelPlan:
+    """The model's plans on all hosts as one: their instances together. Instance names must be unique
+    across hosts, since the gateway names a server by its instance (a fleet placement makes them so)."""
+    if len(plans) == 1:
+        return plans[0]
+    where: dict[str, str] = {}
+    for plan in sorted(plans, key=lambda p: p.host):
+        for inst in plan.instances:
+            if inst.name in where:
+                raise GatewayError(
+                    f"model {model!r}: instance {inst.name!r} is deployed on both {where[inst.name]} and "
+                    f"{plan.host}; the gateway names each instance once. Place the fleet with "
+                    "`llmfleet fleet place`, which names instances uniquely across nodes, and deploy again"
+                )
+            where[inst.name] = plan.host
+    instances = [inst for plan in plans for inst in plan.instances]
+    return plans[0].model_copy(
+        update={"instances": instances, "host": ",".join(sorted(p.host for p in plans))}
+    )
 
 
 def checked_keys(keys: list[ApiKey]) -> list[ApiKey]:
