@@ -146,7 +146,13 @@ class ExtraServer(_Strict):
 class PoolPolicy(_Strict):
     """How one model's instances share its traffic."""
 
-    balance: Literal["leastconn", "roundrobin"] = "leastconn"
+    # leastconn: each request to the instance with the fewest in flight (least busy). affinity: requests
+    # that share a session (the X-Session-Id header, else the body's OpenAI "user") or a prompt prefix
+    # (the first affinity_prefix_bytes of the first message, or of the prompt) go to the same instance,
+    # so that vLLM's prefix cache hits; no instance takes more than affinity_balance_factor % of the
+    # pool's average load in flight, past which the next instance on the hash ring takes the request.
+    balance: Literal["leastconn", "roundrobin", "affinity"] = "leastconn"
+    affinity_balance_factor: int = Field(default=150, ge=101, le=1000)
     # instance name -> weight (1-256; unlisted instances weigh 1).
     weights: dict[str, Annotated[int, Field(ge=1, le=256)]] = Field(default_factory=dict)
     # Instances that take traffic only when every other instance is down (APIM: a lower priority).
@@ -181,6 +187,9 @@ class GatewayPolicy(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     health: HealthPolicy = Field(default_factory=HealthPolicy)
     pools: dict[str, PoolPolicy] = Field(default_factory=dict)
+    # affinity pools: how much of the prompt's start names its prefix (vLLM caches whole blocks of 16
+    # tokens, so a prefix shared that far is worth keeping on one instance).
+    affinity_prefix_bytes: int = Field(default=256, ge=16, le=16384)
     keys: dict[Annotated[str, Field(pattern=KEY_NAME_RE.pattern)], DeclaredKey] = Field(default_factory=dict)
 
 

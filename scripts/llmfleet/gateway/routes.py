@@ -33,6 +33,8 @@ class Backend:
     model: str
     balance: str
     servers: list[Server]
+    # affinity pools: HAProxy's hash-balance-factor (the most, in % of the average, one server takes).
+    balance_factor: int | None = None
 
 
 def server_address(model: str, url: str) -> str:
@@ -105,7 +107,13 @@ def plan_backends(plans: list[ModelPlan], policy: GatewayPolicy) -> list[Backend
                 "leave at least one instance out of backup_instances"
             )
         backends.append(
-            Backend(name=f"model_{plan.model}", model=plan.model, balance=pool.balance, servers=servers)
+            Backend(
+                name=f"model_{plan.model}",
+                model=plan.model,
+                balance=pool.balance,
+                servers=servers,
+                balance_factor=pool.affinity_balance_factor if pool.balance == "affinity" else None,
+            )
         )
     return backends
 
