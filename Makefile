@@ -111,9 +111,9 @@ clean-venv:
 MOLECULE_VENV := .venv-molecule
 MOLECULE_ANSIBLE := 12.3.0
 MOLECULE_STAMP := $(MOLECULE_VENV)/.installed
-MOLECULE_ROLES := container_runtime nvidia_container_toolkit nvidia_driver vllm_container model_weights
+MOLECULE_ROLES := container_runtime nvidia_container_toolkit nvidia_driver vllm_container model_weights host_firewall
 MOLECULE_SCENARIOS := container_runtime:default nvidia_container_toolkit:default nvidia_driver:default \
-  nvidia_driver:cuda_repo vllm_container:default model_weights:default
+  nvidia_driver:cuda_repo vllm_container:default model_weights:default host_firewall:default
 MOLECULE_ENV := CONTAINERS_CONF=$(CURDIR)/tests/hosts/containers.conf \
   ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(MOLECULE_VENV)/collections ANSIBLE_ROLES_PATH=$(CURDIR)/ansible/roles \
   PATH=$(CURDIR)/$(MOLECULE_VENV)/bin:$$PATH

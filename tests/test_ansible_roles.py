@@ -57,6 +57,7 @@ def test_tasks_use_fully_qualified_module_names(role: Path):
                     "tags",
                     "check_mode",
                     "delegate_facts",
+                    "ignore_unreachable",
                 }
             ]
             assert modules and all(m.startswith("ansible.") for m in modules), f"{path}: {task.get('name')}"

@@ -139,6 +139,9 @@ def test_the_placement_is_an_inventory_ansible_reads(tmp_path):
         == host["deployment_plan_url_host"]
         == "{{ llmfleet_fleet_address }}"
     )
+    assert host["host_firewall_instance_ports"] == "9000-9099", (
+        "the firewall covers the node's instance ports"
+    )
 
 
 def test_binpack_fills_one_node_and_spread_uses_both():

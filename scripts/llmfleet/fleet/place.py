@@ -33,6 +33,9 @@ from llmfleet.fleet.shapes import GIB, NodeKind, Shape, node_kind, shape, shape_
 from llmfleet.fleet.spec import FleetSpec
 from llmfleet.hosts.cpusets import format_cpulist
 
+# Instance ports a node may use from its base_port on: the host firewall's range.
+PORTS_PER_NODE = 100
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +62,7 @@ class NodePlan(_Strict):
     gpus_free: int = 0
     memory_free_gib: float | None = None
     address: str | None = None
+    base_port: int = 8100
 
 
 class FleetPlacement(_Strict):
@@ -108,6 +112,8 @@ class _Node:
 
     def room_for(self, need: Shape) -> str | None:
         """None when ``need`` fits; else what is short."""
+        if len(self.instances) >= PORTS_PER_NODE:
+            return f"has {PORTS_PER_NODE} instances, all the ports from its base_port on"
         if self.kind.profile == "gpu":
             if self.gpus_for(need.gpus, True) is None:
                 return f"needs {need.gpus} free GPU(s) on one NUMA node, has {len(self.free_gpus)} free"
@@ -279,6 +285,7 @@ def _result(spec: FleetSpec, nodes: dict[str, _Node], need) -> FleetPlacement:  
             gpu=node.kind.gpu,
             gpu_count=node.kind.gpu_count,
             address=spec.nodes[name].address,
+            base_port=node.base_port,
             drained=node.drained,
             instances=insts,
             gpus_free=len(node.free_gpus),

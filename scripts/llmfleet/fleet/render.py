@@ -17,7 +17,7 @@ import yaml
 
 from llmfleet.capacity.render import HOSTS_FILE
 from llmfleet.errors import FleetError
-from llmfleet.fleet.place import FleetPlacement, PlacedInstance, gpu_shares
+from llmfleet.fleet.place import PORTS_PER_NODE, FleetPlacement, PlacedInstance, gpu_shares
 
 PLACEMENT_FILE = "fleet-placement.yml"
 # The address Ansible reaches the node at: Terraform's inventory (llmfleet inventory from-terraform) sets
@@ -48,6 +48,8 @@ def host_vars(placement: FleetPlacement) -> dict[str, dict[str, Any]]:
             "llmfleet_fleet_address": node.address or _INVENTORY_ADDRESS,
             "deployment_plan_listen_host": "{{ llmfleet_fleet_address }}",
             "deployment_plan_url_host": "{{ llmfleet_fleet_address }}",
+            # The host_firewall role admits these from the gateway hosts only.
+            "host_firewall_instance_ports": f"{node.base_port}-{node.base_port + PORTS_PER_NODE - 1}",
         }
         if node.profile == "gpu":
             rendered = placement.rendered.get(name, [])
@@ -64,6 +66,7 @@ def host_vars(placement: FleetPlacement) -> dict[str, dict[str, Any]]:
             for inst in node.instances:
                 counts[inst.model] = counts.get(inst.model, 0) + 1
             own["deployment_plan_instances_by_model"] = dict(sorted(counts.items()))
+            own["deployment_plan_base_port"] = node.base_port
         out[name] = own
     return out
 
